@@ -1,0 +1,1 @@
+"""DRAM layer above the engine: timing rules as data, lowering of the config, trace replay."""

@@ -1,0 +1,824 @@
+"""Event-driven DRAM channel controllers with DRAMsim3's semantics, compiled with Numba.
+
+One call to ``run_requests`` replays a batch of memory requests on every channel. The
+controller per channel is DRAMsim3's: a transaction queue and a posted-write buffer, one
+command queue per bank (or per rank) served round-robin, FR-FCFS with a cap on row hits
+before an on-demand precharge, write drains, rank-staggered refresh and HBM dual issue.
+Each channel is only ticked at cycles where something can change; between those, its
+next event is the earliest cycle at which a queued command's timing is met, so idle cycles
+cost nothing while the issued command stream stays cycle-exact.
+
+The order of work inside one cycle is written once, in ``_tick_channel``:
+refresh insertion, (refresh | queued) command issue, optional second command, then one
+transaction moved from the transaction queues into the command queues. The front end
+offers requests after the memory has ticked, so a request accepted at cycle c is seen by
+the controller at c + 1 (DRAMsim3's TraceBasedCPU).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from neupims_py.engine.jit import kernel
+
+from neupims_py.engine.hashtable import ht_del, ht_get, ht_put, new_table
+from neupims_py.formats import NUM_CMDS, NUM_STATS, READ_LAT_BIN, READ_LAT_BINS, Cmd, Stat
+
+INF = np.int64(2**62)
+
+# Opcodes as plain ints for the kernels.
+ACT = int(Cmd.ACT)
+RD = int(Cmd.RD)
+WR = int(Cmd.WR)
+RDA = int(Cmd.RDA)
+WRA = int(Cmd.WRA)
+PRE = int(Cmd.PRE)
+REF = int(Cmd.REF)
+
+# Relation of a bank to the bank a command went to (rank-wide rules fold into the first three).
+REL_SAME_BANK, REL_SAME_BG, REL_SAME_RANK, REL_OTHER_RANK = 0, 1, 2, 3
+NUM_RELS = 4
+NO_RULE = -(2**40)
+
+REFRESH_OFF, REFRESH_RANK_STAGGERED, REFRESH_RANK_SIMULTANEOUS = 0, 1, 2
+
+# Stats as ints
+S_READS_DONE = int(Stat.READS_DONE)
+S_WRITES_DONE = int(Stat.WRITES_DONE)
+S_READ_LATENCY_SUM = int(Stat.READ_LATENCY_SUM)
+S_ACT = int(Stat.ACT)
+S_RD = int(Stat.RD)
+S_WR = int(Stat.WR)
+S_RDA = int(Stat.RDA)
+S_WRA = int(Stat.WRA)
+S_PRE = int(Stat.PRE)
+S_REF = int(Stat.REF)
+S_READ_ROW_HITS = int(Stat.READ_ROW_HITS)
+S_WRITE_ROW_HITS = int(Stat.WRITE_ROW_HITS)
+S_ONDEMAND_PRE = int(Stat.ONDEMAND_PRE)
+S_DUAL_CMDS = int(Stat.DUAL_CMDS)
+S_DATA_BUS_CYCLES = int(Stat.DATA_BUS_CYCLES)
+S_RANK_ACTIVE_CYCLES = int(Stat.RANK_ACTIVE_CYCLES)
+S_WRITES_ISSUED = int(Stat.WRITES_ISSUED)
+S_READS_FORWARDED = int(Stat.READS_FORWARDED)
+
+# Run-control scalars (``RunCtl``): one int64 array per call.
+C_NEXT_REQ = 0  # index of the next request the front end offers
+C_OUTSTANDING_READS = 1  # reads accepted and not yet given a return cycle
+C_PHASE = 2  # 0 running, 1 all reads issued: run to END, 2 flushing writes, 3 done
+C_END = 3  # cycle the last read returned / last write was acknowledged
+C_LAST_WRITE_ISSUE = 4  # cycle the last buffered write was issued
+C_MAX_INJECT = 5  # requests the front end may offer per cycle
+C_START = 6  # cycle of request time 0
+C_BLOCKED = 7  # 1 while the head request waits for room in its channel
+C_LOG_N = 8  # commands recorded in the log so far
+C_LOG_ON = 9
+C_PENDING_WRITES = 10  # writes in buffers / command queues, not yet issued
+C_INJECT_AT = 11  # earliest cycle of the next offer (per-cycle quota)
+C_STEPS = 12  # cycles the event loop visited
+C_TICKS = 13  # channel ticks (a channel visited at a cycle)
+NUM_CTL = 14
+
+
+class DramParams(NamedTuple):
+    """Everything the kernels need to know about the memory, as ints and int arrays."""
+
+    channels: int
+    ranks: int
+    bankgroups: int
+    banks_per_group: int
+    ch_shift: int
+    ch_mask: int
+    ra_shift: int
+    ra_mask: int
+    bg_shift: int
+    bg_mask: int
+    ba_shift: int
+    ba_mask: int
+    ro_shift: int
+    ro_mask: int
+    co_shift: int
+    co_mask: int
+    # Timing rules, dense: rel_lat[rel, prev, next] is the latency from `prev` issued at one
+    # bank to `next` at a bank in relation `rel` to it (REL_*), NO_RULE where none applies.
+    # Only the first `n_timed` commands have rules as `next`.
+    rel_lat: np.ndarray
+    n_timed: int
+    tFAW: int
+    read_delay: int  # RD issue to data fully returned (RL + burst)
+    write_delay: int
+    burst_cycles: int
+    refresh_policy: int
+    refresh_interval: int
+    per_bank_queues: bool
+    close_page: bool
+    dual_issue: bool
+    cmd_queue_size: int
+    trans_queue_size: int
+    write_buffer_size: int
+    row_hit_cap: int
+    write_drain_threshold: int
+
+
+class DramState(NamedTuple):
+    """Controller and bank state of every channel; survives between calls."""
+
+    clk: np.ndarray  # [1] next cycle to simulate
+    bank_next: np.ndarray  # [bank, cmd] earliest cycle cmd may issue to bank
+    open_row: np.ndarray  # [bank] open row or -1
+    hit_count: np.ndarray  # [bank] column commands since the row opened
+    rank_open: np.ndarray  # [ch*ranks + rank] open banks
+    rank_since: np.ndarray  # [ch*ranks + rank] cycle the rank became active
+    faw: np.ndarray  # [ch*ranks + rank, 4] cycles of the last four ACTs (ring)
+    faw_head: np.ndarray
+    faw_n: np.ndarray
+    cq: np.ndarray  # [ch, queue, slot] request ids in the command queues
+    cq_len: np.ndarray  # [ch, queue]
+    cq_total: np.ndarray  # [ch]
+    q_lb: np.ndarray  # [ch, queue] no command of the queue can issue before this cycle
+    rq: np.ndarray  # [ch, slot] read transaction queue
+    rq_len: np.ndarray
+    wb: np.ndarray  # [ch, slot] posted-write buffer
+    wb_len: np.ndarray
+    write_draining: np.ndarray  # [ch] writes left in the current drain
+    flush: np.ndarray  # [1] drain every buffered write now (end of the work)
+    qidx: np.ndarray  # [ch] round-robin pointer over command queues
+    ref_q: np.ndarray  # [ch, slot] ranks waiting for refresh (FIFO)
+    ref_q_len: np.ndarray
+    in_ref: np.ndarray  # [ch] refresh preparation in progress
+    ref_rank: np.ndarray  # [ch] rank being refreshed
+    next_ref: np.ndarray  # [ch] next refresh insertion cycle
+    ref_next_rank: np.ndarray  # [ch]
+    wake: np.ndarray  # [ch] next cycle the channel must be ticked
+    rkeys: np.ndarray  # pending reads: address -> first request id
+    rvals: np.ndarray
+    wkeys: np.ndarray  # pending writes: address -> request id
+    wvals: np.ndarray
+    stats: np.ndarray  # [ch, Stat]
+    lat_hist: np.ndarray  # [ch, READ_LAT_BINS]
+
+
+class DramBatch(NamedTuple):
+    """One call's requests, decoded, and their results (-1 until known)."""
+
+    addr: np.ndarray
+    is_write: np.ndarray
+    cycle: np.ndarray
+    ch: np.ndarray
+    rank: np.ndarray
+    bg: np.ndarray
+    ba: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    bank: np.ndarray  # global bank index
+    queue: np.ndarray  # command-queue index within the channel
+    added: np.ndarray  # cycle accepted by the controller
+    issued: np.ndarray  # cycle of the RD/WR command (-2: write merged into a pending one)
+    done: np.ndarray  # cycle the read data returned / the write was acknowledged
+    dup_next: np.ndarray  # chain of reads to the same address
+
+
+class CmdLog(NamedTuple):
+    cycle: np.ndarray
+    cmd: np.ndarray
+    ch: np.ndarray
+    rank: np.ndarray
+    bg: np.ndarray
+    ba: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+
+
+def banks_per_channel(p: DramParams) -> int:
+    return p.ranks * p.bankgroups * p.banks_per_group
+
+
+def num_queues(p: DramParams) -> int:
+    return banks_per_channel(p) if p.per_bank_queues else p.ranks
+
+
+def new_state(p: DramParams) -> DramState:
+    nch, nr = p.channels, p.ranks
+    nb = nch * banks_per_channel(p)
+    nq = num_queues(p)
+    pending = nch * (p.trans_queue_size + p.write_buffer_size + nq * p.cmd_queue_size)
+    rkeys, rvals = new_table(pending)
+    wkeys, wvals = new_table(pending)
+    first_ref = p.refresh_interval if p.refresh_policy != REFRESH_OFF else INF
+    return DramState(
+        clk=np.zeros(1, np.int64),
+        bank_next=np.zeros((nb, NUM_CMDS), np.int64),
+        open_row=np.full(nb, -1, np.int64),
+        hit_count=np.zeros(nb, np.int64),
+        rank_open=np.zeros(nch * nr, np.int64),
+        rank_since=np.zeros(nch * nr, np.int64),
+        faw=np.zeros((nch * nr, 4), np.int64),
+        faw_head=np.zeros(nch * nr, np.int64),
+        faw_n=np.zeros(nch * nr, np.int64),
+        cq=np.zeros((nch, nq, p.cmd_queue_size), np.int64),
+        cq_len=np.zeros((nch, nq), np.int64),
+        cq_total=np.zeros(nch, np.int64),
+        q_lb=np.zeros((nch, nq), np.int64),
+        rq=np.zeros((nch, p.trans_queue_size), np.int64),
+        rq_len=np.zeros(nch, np.int64),
+        wb=np.zeros((nch, p.write_buffer_size), np.int64),
+        wb_len=np.zeros(nch, np.int64),
+        write_draining=np.zeros(nch, np.int64),
+        flush=np.zeros(1, np.int64),
+        qidx=np.full(nch, nq - 1, np.int64),  # DRAMsim3 starts at queue 0 on the first scan
+        ref_q=np.zeros((nch, 4 * nr), np.int64),
+        ref_q_len=np.zeros(nch, np.int64),
+        in_ref=np.zeros(nch, np.int64),
+        ref_rank=np.zeros(nch, np.int64),
+        next_ref=np.full(nch, first_ref, np.int64),
+        ref_next_rank=np.zeros(nch, np.int64),
+        wake=np.full(nch, first_ref, np.int64),
+        rkeys=rkeys,
+        rvals=rvals,
+        wkeys=wkeys,
+        wvals=wvals,
+        stats=np.zeros((nch, NUM_STATS), np.int64),
+        lat_hist=np.zeros((nch, READ_LAT_BINS), np.int64),
+    )
+
+
+def new_batch(p: DramParams, addr: np.ndarray, is_write: np.ndarray, cycle: np.ndarray) -> DramBatch:
+    """Decode byte addresses into (channel, rank, bank group, bank, row, column)."""
+    a = np.asarray(addr, dtype=np.int64)
+    n = a.shape[0]
+    ch = (a >> p.ch_shift) & p.ch_mask
+    ra = (a >> p.ra_shift) & p.ra_mask
+    bg = (a >> p.bg_shift) & p.bg_mask
+    ba = (a >> p.ba_shift) & p.ba_mask
+    bank = ((ch * p.ranks + ra) * p.bankgroups + bg) * p.banks_per_group + ba
+    if p.per_bank_queues:
+        queue = (ra * p.bankgroups + bg) * p.banks_per_group + ba
+    else:
+        queue = ra.copy()
+    return DramBatch(
+        addr=a,
+        is_write=np.asarray(is_write, dtype=np.int8),
+        cycle=np.asarray(cycle, dtype=np.int64),
+        ch=ch,
+        rank=ra,
+        bg=bg,
+        ba=ba,
+        row=(a >> p.ro_shift) & p.ro_mask,
+        col=(a >> p.co_shift) & p.co_mask,
+        bank=bank,
+        queue=queue,
+        added=np.full(n, -1, np.int64),
+        issued=np.full(n, -1, np.int64),
+        done=np.full(n, -1, np.int64),
+        dup_next=np.full(n, -1, np.int64),
+    )
+
+
+def new_log(capacity: int) -> CmdLog:
+    return CmdLog(*(np.zeros(capacity, np.int64) for _ in CmdLog._fields))
+
+
+def new_ctl(start: int, max_inject: int, log_on: bool) -> np.ndarray:
+    ctl = np.zeros(NUM_CTL, np.int64)
+    ctl[C_MAX_INJECT] = max_inject
+    ctl[C_START] = start
+    ctl[C_LOG_ON] = 1 if log_on else 0
+    ctl[C_INJECT_AT] = start
+    return ctl
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@kernel(inline="always")
+def _is_rw(cmd):
+    return cmd == RD or cmd == WR or cmd == RDA or cmd == WRA
+
+
+@kernel(inline="always")
+def _faw_ready(p, s, rk):
+    """Cycle from which a new ACT in rank rk satisfies tFAW."""
+    if s.faw_n[rk] < 4:
+        return 0
+    return s.faw[rk, s.faw_head[rk]] + p.tFAW
+
+
+@kernel(inline="always")
+def _apply_rules(p, s, ch, rank, bg, ba, cmd, clk):
+    """Raise the earliest-issue cycles of every bank of the channel that `cmd` constrains."""
+    bpg = p.banks_per_group
+    per_rank = p.bankgroups * bpg
+    nt = p.n_timed
+    base = ch * p.ranks * per_rank
+    for r in range(p.ranks):
+        for g in range(p.bankgroups):
+            for b in range(bpg):
+                if r != rank:
+                    rel = REL_OTHER_RANK
+                elif g != bg:
+                    rel = REL_SAME_RANK
+                elif b != ba:
+                    rel = REL_SAME_BG
+                else:
+                    rel = REL_SAME_BANK
+                tb = base + r * per_rank + g * bpg + b
+                for n in range(nt):
+                    t = clk + p.rel_lat[rel, cmd, n]
+                    if t > s.bank_next[tb, n]:
+                        s.bank_next[tb, n] = t
+
+
+@kernel(inline="always")
+def _log(ctl, log, clk, cmd, ch, rank, bg, ba, row, col):
+    if ctl[C_LOG_ON] == 0:
+        return
+    n = ctl[C_LOG_N]
+    log.cycle[n] = clk
+    log.cmd[n] = cmd
+    log.ch[n] = ch
+    log.rank[n] = rank
+    log.bg[n] = bg
+    log.ba[n] = ba
+    log.row[n] = row
+    log.col[n] = col
+    ctl[C_LOG_N] = n + 1
+
+
+@kernel(inline="always")
+def _read_returned(s, b, ch, rid, done):
+    lat = done - b.added[rid]
+    s.stats[ch, S_READS_DONE] += 1
+    s.stats[ch, S_READ_LATENCY_SUM] += lat
+    k = lat // READ_LAT_BIN
+    if k >= READ_LAT_BINS:
+        k = READ_LAT_BINS - 1
+    s.lat_hist[ch, k] += 1
+    b.done[rid] = done
+
+
+@kernel
+def _issue(p, s, b, ctl, log, ch, cmd, gb, rid, q, k, clk):
+    """Issue one command: results, statistics, timing, bank state, queues."""
+    per_rank = p.bankgroups * p.banks_per_group
+    local = gb - ch * p.ranks * per_rank
+    rank = local // per_rank
+    bg = (local % per_rank) // p.banks_per_group
+    ba = local % p.banks_per_group
+    rk = ch * p.ranks + rank
+    if rid >= 0:
+        _log(ctl, log, clk, cmd, ch, rank, bg, ba, b.row[rid], b.col[rid])
+    else:
+        _log(ctl, log, clk, cmd, ch, rank, bg, ba, s.open_row[gb], 0)
+    st = s.stats
+    if cmd == RD or cmd == RDA:
+        st[ch, S_RD if cmd == RD else S_RDA] += 1
+        if s.hit_count[gb] != 0:
+            st[ch, S_READ_ROW_HITS] += 1
+        st[ch, S_DATA_BUS_CYCLES] += p.burst_cycles
+        done = clk + p.read_delay
+        a = b.addr[rid]
+        r = ht_get(s.rkeys, s.rvals, a)
+        ht_del(s.rkeys, s.rvals, a)
+        while r >= 0:
+            b.issued[r] = clk
+            _read_returned(s, b, ch, r, done)
+            ctl[C_OUTSTANDING_READS] -= 1
+            r = b.dup_next[r]
+        if done > ctl[C_END]:
+            ctl[C_END] = done
+    elif cmd == WR or cmd == WRA:
+        st[ch, S_WR if cmd == WR else S_WRA] += 1
+        if s.hit_count[gb] != 0:
+            st[ch, S_WRITE_ROW_HITS] += 1
+        st[ch, S_DATA_BUS_CYCLES] += p.burst_cycles
+        st[ch, S_WRITES_ISSUED] += 1
+        ht_del(s.wkeys, s.wvals, b.addr[rid])
+        b.issued[rid] = clk
+        ctl[C_PENDING_WRITES] -= 1
+        ctl[C_LAST_WRITE_ISSUE] = clk
+    elif cmd == ACT:
+        st[ch, S_ACT] += 1
+        h = s.faw_head[rk]
+        if s.faw_n[rk] < 4:
+            s.faw[rk, (h + s.faw_n[rk]) % 4] = clk
+            s.faw_n[rk] += 1
+        else:
+            s.faw[rk, h] = clk
+            s.faw_head[rk] = (h + 1) % 4
+    elif cmd == PRE:
+        st[ch, S_PRE] += 1
+    elif cmd == REF:
+        st[ch, S_REF] += 1
+
+    _apply_rules(p, s, ch, rank, bg, ba, cmd, clk)
+
+    if cmd == ACT:
+        s.open_row[gb] = b.row[rid]
+        s.hit_count[gb] = 0
+        if s.rank_open[rk] == 0:
+            s.rank_since[rk] = clk
+        s.rank_open[rk] += 1
+    elif cmd == RD or cmd == WR:
+        s.hit_count[gb] += 1
+    elif cmd == RDA or cmd == WRA or cmd == PRE:
+        s.open_row[gb] = -1
+        s.hit_count[gb] = 0
+        s.rank_open[rk] -= 1
+        if s.rank_open[rk] == 0:
+            st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank_since[rk]
+    elif cmd == REF:
+        # the refresh of this rank is done: drop it from the refresh FIFO
+        n = s.ref_q_len[ch]
+        for i in range(n):
+            if s.ref_q[ch, i] == rank:
+                for j in range(i, n - 1):
+                    s.ref_q[ch, j] = s.ref_q[ch, j + 1]
+                s.ref_q_len[ch] = n - 1
+                break
+        s.in_ref[ch] = 0
+
+    if cmd == REF:
+        nq = s.cq_len.shape[1]
+        for qq in range(nq):
+            s.q_lb[ch, qq] = 0
+    else:
+        s.q_lb[ch, _queue_of_bank(p, gb)] = 0
+    if _is_rw(cmd):
+        n = s.cq_len[ch, q]
+        for j in range(k, n - 1):
+            s.cq[ch, q, j] = s.cq[ch, q, j + 1]
+        s.cq_len[ch, q] = n - 1
+        s.cq_total[ch] -= 1
+
+
+@kernel(inline="always")
+def _required(p, s, b, rid):
+    """The command a queued request needs next, given its bank's state."""
+    gb = b.bank[rid]
+    orow = s.open_row[gb]
+    if orow < 0:
+        return ACT
+    if b.row[rid] != orow:
+        return PRE
+    if b.is_write[rid]:
+        return WRA if p.close_page else WR
+    return RDA if p.close_page else RD
+
+
+@kernel(inline="always")
+def _first_ready_in_queue(p, s, b, ch, q, clk):
+    """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
+
+    When nothing is ready it records in q_lb the earliest cycle at which a command of the
+    queue could become ready by timing alone; commands that are timing-ready but held
+    (precharge arbitration, read-before-write) wait for a queue or bank change instead,
+    which resets q_lb.
+    """
+    n = s.cq_len[ch, q]
+    lb = INF
+    for k in range(n):
+        rid = s.cq[ch, q, k]
+        gb = b.bank[rid]
+        need = _required(p, s, b, rid)
+        bt = s.bank_next[gb, need]
+        if need == ACT:
+            f = _faw_ready(p, s, b.ch[rid] * p.ranks + b.rank[rid])
+            if f > bt:
+                bt = f
+        if clk < bt:
+            if bt < lb:
+                lb = bt
+            continue
+        if need == PRE:
+            # ArbitratePrecharge: no earlier command to this bank, and either no pending
+            # hit on the open row behind it or the row-hit cap reached.
+            blocked = False
+            for j in range(k):
+                if b.bank[s.cq[ch, q, j]] == gb:
+                    blocked = True
+                    break
+            if blocked:
+                continue
+            orow = s.open_row[gb]
+            hits = False
+            for j in range(k, n):
+                r2 = s.cq[ch, q, j]
+                if b.bank[r2] == gb and b.row[r2] == orow:
+                    hits = True
+                    break
+            if hits and s.hit_count[gb] < p.row_hit_cap:
+                continue
+        elif need == WR or need == WRA:
+            # HasRWDependency: an earlier read of the same location goes first
+            dep = False
+            for j in range(k):
+                r2 = s.cq[ch, q, j]
+                if (
+                    b.is_write[r2] == 0
+                    and b.row[r2] == b.row[rid]
+                    and b.col[r2] == b.col[rid]
+                    and b.ba[r2] == b.ba[rid]
+                    and b.bg[r2] == b.bg[rid]
+                ):
+                    dep = True
+                    break
+            if dep:
+                continue
+        return need, k
+    s.q_lb[ch, q] = lb
+    return -1, -1
+
+
+@kernel(inline="always")
+def _queue_in_ref(p, s, ch, q):
+    if s.in_ref[ch] == 0:
+        return False
+    if p.per_bank_queues:
+        return q // (p.bankgroups * p.banks_per_group) == s.ref_rank[ch]
+    return q == s.ref_rank[ch]
+
+
+@kernel(inline="always")
+def _queue_of_bank(p, gb):
+    per_channel = p.ranks * p.bankgroups * p.banks_per_group
+    local = gb % per_channel
+    if p.per_bank_queues:
+        return local
+    return local // (p.bankgroups * p.banks_per_group)
+
+
+@kernel(inline="always")
+def _command_to_issue(p, s, b, ch, clk):
+    """DRAMsim3 GetCommandToIssue: round-robin over the command queues."""
+    nq = s.cq_len.shape[1]
+    for _ in range(nq):
+        q = s.qidx[ch] + 1
+        if q == nq:
+            q = 0
+        s.qidx[ch] = q
+        if s.cq_len[ch, q] == 0 or s.q_lb[ch, q] > clk or _queue_in_ref(p, s, ch, q):
+            continue
+        need, k = _first_ready_in_queue(p, s, b, ch, q, clk)
+        if need >= 0:
+            return need, q, k
+    return -1, -1, -1
+
+
+@kernel(inline="always")
+def _finish_refresh(p, s, ch, clk):
+    """DRAMsim3 FinishRefresh: a precharge of an open bank, the refresh, or nothing."""
+    rank = s.ref_q[ch, 0]
+    if s.in_ref[ch] == 0:
+        s.in_ref[ch] = 1
+        s.ref_rank[ch] = rank
+    per_rank = p.bankgroups * p.banks_per_group
+    base = (ch * p.ranks + rank) * per_rank
+    ready = 0
+    for i in range(per_rank):
+        gb = base + i
+        need = PRE if s.open_row[gb] >= 0 else REF
+        if clk < s.bank_next[gb, need]:
+            continue
+        if need == PRE:
+            return PRE, gb
+        ready += 1
+    if ready == per_rank:
+        return REF, base
+    return -1, -1
+
+
+@kernel(inline="always")
+def _schedule_transaction(p, s, b, ctl, ch):
+    """DRAMsim3 ScheduleTransaction: move one transaction into its command queue."""
+    wl = s.wb_len[ch]
+    if s.write_draining[ch] == 0 and wl > 0:
+        if (
+            wl >= p.write_buffer_size
+            or (wl > p.write_drain_threshold and s.cq_total[ch] == 0)
+            or s.flush[0] != 0
+        ):
+            s.write_draining[ch] = wl
+    draining = s.write_draining[ch] > 0
+    n = wl if draining else s.rq_len[ch]
+    for i in range(n):
+        rid = s.wb[ch, i] if draining else s.rq[ch, i]
+        q = b.queue[rid]
+        if s.cq_len[ch, q] >= p.cmd_queue_size:
+            continue
+        if draining:
+            if ht_get(s.rkeys, s.rvals, b.addr[rid]) >= 0:
+                # a pending read of this address goes first: stop draining
+                s.write_draining[ch] = 0
+                return True
+            s.write_draining[ch] -= 1
+            for j in range(i, n - 1):
+                s.wb[ch, j] = s.wb[ch, j + 1]
+            s.wb_len[ch] = n - 1
+        else:
+            for j in range(i, n - 1):
+                s.rq[ch, j] = s.rq[ch, j + 1]
+            s.rq_len[ch] = n - 1
+        s.cq[ch, q, s.cq_len[ch, q]] = rid
+        s.cq_len[ch, q] += 1
+        s.cq_total[ch] += 1
+        s.q_lb[ch, q] = 0
+        return True
+    return False
+
+
+@kernel
+def _tick_channel(p, s, b, ctl, log, ch, clk):
+    """One controller cycle of one channel. Returns True if its state changed."""
+    if p.refresh_policy != REFRESH_OFF:
+        while clk >= s.next_ref[ch]:
+            if p.refresh_policy == REFRESH_RANK_STAGGERED:
+                s.ref_q[ch, s.ref_q_len[ch]] = s.ref_next_rank[ch]
+                s.ref_q_len[ch] += 1
+                s.ref_next_rank[ch] = (s.ref_next_rank[ch] + 1) % p.ranks
+            else:
+                for r in range(p.ranks):
+                    s.ref_q[ch, s.ref_q_len[ch]] = r
+                    s.ref_q_len[ch] += 1
+            s.next_ref[ch] += p.refresh_interval
+    changed = False
+    cmd = -1
+    if s.ref_q_len[ch] > 0:
+        was_in_ref = s.in_ref[ch]
+        cmd, gb = _finish_refresh(p, s, ch, clk)
+        changed = was_in_ref != s.in_ref[ch]
+        if cmd >= 0:
+            _issue(p, s, b, ctl, log, ch, cmd, gb, -1, -1, -1, clk)
+    if cmd < 0:
+        cmd, q, k = _command_to_issue(p, s, b, ch, clk)
+        if cmd >= 0:
+            rid = s.cq[ch, q, k]
+            if cmd == PRE:
+                s.stats[ch, S_ONDEMAND_PRE] += 1
+            _issue(p, s, b, ctl, log, ch, cmd, b.bank[rid], rid, q, k, clk)
+    if cmd >= 0:
+        changed = True
+        if p.dual_issue:
+            cmd2, q2, k2 = _command_to_issue(p, s, b, ch, clk)
+            if cmd2 >= 0 and _is_rw(cmd2) != _is_rw(cmd):
+                rid2 = s.cq[ch, q2, k2]
+                if cmd2 == PRE:
+                    s.stats[ch, S_ONDEMAND_PRE] += 1
+                _issue(p, s, b, ctl, log, ch, cmd2, b.bank[rid2], rid2, q2, k2, clk)
+                s.stats[ch, S_DUAL_CMDS] += 1
+    if _schedule_transaction(p, s, b, ctl, ch):
+        changed = True
+    return changed
+
+
+@kernel
+def _next_event(p, s, b, ch, clk):
+    """Earliest cycle after clk at which an idle channel's state could change."""
+    t = s.next_ref[ch]
+    if s.ref_q_len[ch] > 0:
+        rank = s.ref_q[ch, 0]
+        per_rank = p.bankgroups * p.banks_per_group
+        base = (ch * p.ranks + rank) * per_rank
+        for i in range(per_rank):
+            gb = base + i
+            bt = s.bank_next[gb, PRE if s.open_row[gb] >= 0 else REF]
+            if clk < bt < t:
+                t = bt
+    nq = s.cq_len.shape[1]
+    for q in range(nq):
+        # every non-empty queue outside a refresh was scanned this cycle and set q_lb
+        if s.cq_len[ch, q] == 0 or _queue_in_ref(p, s, ch, q):
+            continue
+        bt = s.q_lb[ch, q]
+        if clk < bt < t:
+            t = bt
+    return t
+
+
+@kernel
+def _try_add(p, s, b, ctl, rid, at):
+    """WillAcceptTransaction + AddTransaction; `at` is the controller cycle it lands."""
+    ch = b.ch[rid]
+    a = b.addr[rid]
+    if b.is_write[rid]:
+        if s.wb_len[ch] >= p.write_buffer_size:
+            return False
+        b.added[rid] = at
+        if ht_get(s.wkeys, s.wvals, a) < 0:
+            ht_put(s.wkeys, s.wvals, a, rid)
+            s.wb[ch, s.wb_len[ch]] = rid
+            s.wb_len[ch] += 1
+            ctl[C_PENDING_WRITES] += 1
+        else:
+            b.issued[rid] = -2  # merged into the write already pending
+        b.done[rid] = at + 1  # posted: acknowledged on the next cycle
+        s.stats[ch, S_WRITES_DONE] += 1
+        if at + 1 > ctl[C_END]:
+            ctl[C_END] = at + 1
+        return True
+    if s.rq_len[ch] >= p.trans_queue_size:
+        return False
+    b.added[rid] = at
+    if ht_get(s.wkeys, s.wvals, a) >= 0:
+        # served from the write buffer
+        s.stats[ch, S_READS_FORWARDED] += 1
+        _read_returned(s, b, ch, rid, at + 1)
+        if at + 1 > ctl[C_END]:
+            ctl[C_END] = at + 1
+        return True
+    ctl[C_OUTSTANDING_READS] += 1
+    head = ht_get(s.rkeys, s.rvals, a)
+    if head >= 0:
+        b.dup_next[rid] = b.dup_next[head]
+        b.dup_next[head] = rid
+    else:
+        ht_put(s.rkeys, s.rvals, a, rid)
+        s.rq[ch, s.rq_len[ch]] = rid
+        s.rq_len[ch] += 1
+    return True
+
+
+@kernel
+def _close_active_intervals(s, clk, stats_out):
+    """Stats snapshot with the rank-active intervals still open at clk counted to clk."""
+    nch = stats_out.shape[0]
+    for ch in range(nch):
+        for i in range(stats_out.shape[1]):
+            stats_out[ch, i] = s.stats[ch, i]
+    nr = s.rank_open.shape[0] // nch
+    for rk in range(s.rank_open.shape[0]):
+        if s.rank_open[rk] > 0:
+            stats_out[rk // nr, S_RANK_ACTIVE_CYCLES] += clk - s.rank_since[rk]
+
+
+@kernel
+def run_requests(p, s, b, ctl, log, stats_at_end):
+    """Replay the batch until every read returned, every write was accepted and then
+    drained. Returns 0 when finished, 1 when the command log is full (drain it, reset
+    ctl[C_LOG_N] and call again: the state carries on).
+
+    ``stats_at_end`` receives the counters at the cycle the last read returned or the
+    last write was acknowledged (before the final write drain), as DRAMsim3 reports them.
+    """
+    nch = p.channels
+    n = b.addr.shape[0]
+    log_cap = log.cycle.shape[0]
+    clk = s.clk[0]
+    while True:
+        if ctl[C_LOG_ON] != 0 and ctl[C_LOG_N] + 2 * nch > log_cap:
+            s.clk[0] = clk
+            return 1
+        c = INF
+        for ch in range(nch):
+            if s.wake[ch] < c:
+                c = s.wake[ch]
+        if ctl[C_NEXT_REQ] < n and ctl[C_BLOCKED] == 0:
+            t = ctl[C_START] + b.cycle[ctl[C_NEXT_REQ]]
+            if t < ctl[C_INJECT_AT]:
+                t = ctl[C_INJECT_AT]
+            if t < c:
+                c = t
+        if ctl[C_PHASE] == 1 and c > ctl[C_END]:
+            _close_active_intervals(s, ctl[C_END] + 1, stats_at_end)
+            ctl[C_PHASE] = 2
+            s.flush[0] = 1
+            for ch in range(nch):
+                if s.wb_len[ch] > 0:
+                    s.wake[ch] = max(clk, ctl[C_END] + 1)
+            continue
+        if ctl[C_PHASE] == 2 and ctl[C_PENDING_WRITES] == 0:
+            s.flush[0] = 0
+            ctl[C_PHASE] = 3
+            s.clk[0] = clk
+            return 0
+        if c >= INF:
+            # nothing can happen any more (cannot occur with work pending)
+            s.clk[0] = clk
+            return 0
+        ctl[C_STEPS] += 1
+        for ch in range(nch):
+            if s.wake[ch] <= c:
+                ctl[C_TICKS] += 1
+                if _tick_channel(p, s, b, ctl, log, ch, c):
+                    s.wake[ch] = c + 1
+                else:
+                    s.wake[ch] = _next_event(p, s, b, ch, c)
+        # the front end offers requests after the memory ticked
+        offered = 0
+        ctl[C_BLOCKED] = 0
+        while ctl[C_NEXT_REQ] < n and offered < ctl[C_MAX_INJECT]:
+            rid = ctl[C_NEXT_REQ]
+            if ctl[C_START] + b.cycle[rid] > c:
+                break
+            if not _try_add(p, s, b, ctl, rid, c + 1):
+                ctl[C_BLOCKED] = 1
+                break
+            ch = b.ch[rid]
+            if s.wake[ch] > c + 1:
+                s.wake[ch] = c + 1
+            ctl[C_NEXT_REQ] = rid + 1
+            offered += 1
+        ctl[C_INJECT_AT] = c + 1
+        if ctl[C_PHASE] == 0 and ctl[C_NEXT_REQ] == n and ctl[C_OUTSTANDING_READS] == 0:
+            ctl[C_PHASE] = 1
+        clk = c + 1

@@ -1,0 +1,84 @@
+"""Open-addressing hash table (int64 key -> int64 value) in two arrays, for njit code.
+
+Used for the controller's pending-read and pending-write address maps: linear probing with
+backward-shift deletion, so no tombstones accumulate over a long run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from neupims_py.engine.jit import kernel
+
+EMPTY = -1
+
+
+def new_table(min_capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    size = 16
+    while size < 2 * min_capacity:
+        size *= 2
+    return np.full(size, EMPTY, dtype=np.int64), np.zeros(size, dtype=np.int64)
+
+
+@kernel(inline="always")
+def _slot(key, mask):
+    # Fibonacci hashing of the 64-byte line number; addresses are line aligned.
+    h = ((key >> 6) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    return (h >> 17) & mask
+
+
+@kernel
+def ht_get(keys, vals, key):
+    """Value stored for key, or -1."""
+    mask = keys.shape[0] - 1
+    i = _slot(key, mask)
+    while True:
+        k = keys[i]
+        if k == key:
+            return vals[i]
+        if k == EMPTY:
+            return -1
+        i = (i + 1) & mask
+
+
+@kernel
+def ht_put(keys, vals, key, val):
+    mask = keys.shape[0] - 1
+    i = _slot(key, mask)
+    while True:
+        k = keys[i]
+        if k == key or k == EMPTY:
+            keys[i] = key
+            vals[i] = val
+            return
+        i = (i + 1) & mask
+
+
+@kernel
+def ht_del(keys, vals, key):
+    """Remove key if present (backward-shift deletion keeps probe chains intact)."""
+    mask = keys.shape[0] - 1
+    i = _slot(key, mask)
+    while True:
+        k = keys[i]
+        if k == EMPTY:
+            return
+        if k == key:
+            break
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        k = keys[j]
+        if k == EMPTY:
+            break
+        home = _slot(k, mask)
+        # move k back into the hole at i unless its home lies cyclically in (i, j]
+        if i <= j:
+            stays = i < home <= j
+        else:
+            stays = home > i or home <= j
+        if not stays:
+            keys[i] = k
+            vals[i] = vals[j]
+            i = j
+    keys[i] = EMPTY
