@@ -24,8 +24,8 @@ _REFRESH = {
 
 # Which rule levels reach a bank in each relation to the issuing bank (REL_* order).
 _LEVELS_OF_REL = (
-    (Level.SAME_BANK, Level.SAME_RANK),
-    (Level.OTHER_BANKS_SAME_BANKGROUP, Level.SAME_RANK),
+    (Level.SAME_BANK, Level.SAME_RANK, Level.SAME_BANKGROUP),
+    (Level.OTHER_BANKS_SAME_BANKGROUP, Level.SAME_RANK, Level.SAME_BANKGROUP),
     (Level.OTHER_BANKGROUPS_SAME_RANK, Level.SAME_RANK),
     (Level.OTHER_RANKS,),
 )
@@ -85,4 +85,9 @@ def lower_memory(mem) -> DramParams:
         write_buffer_size=c.write_buffer_size,
         row_hit_cap=c.row_hit_cap,
         write_drain_threshold=c.write_drain_threshold,
+        pim_enabled=bool(mem.pim.enabled),
+        pim_dual=mem.pim.row_buffers == "dual",
+        comps_min_k=mem.pim.comps_readres_min_k,
+        comp_cycles=mem.pim.tCOMP,
+        gwrite_cycles=mem.pim.tGWRITE,
     )

@@ -20,7 +20,8 @@ LOG_CHUNK = 1 << 20
 class ReplayResult:
     """What one replay produced; per-channel counters are ``stats[channel, Stat.X]``."""
 
-    cycles: int  # last read returned / last write acknowledged (DRAMsim3's end)
+    cycles: int  # cycles simulated up to and including the one in which the last read
+    # returned / the last write was acknowledged (DRAMsim3's count)
     last_write_issue: int  # last buffered write issued, after the final drain
     stats: np.ndarray  # counters at `cycles`
     final_stats: np.ndarray  # counters after the final write drain
@@ -83,12 +84,15 @@ def replay(
     clock_mhz: float = 1000.0,
     burst_bytes: int = 64,
     on_log_chunk=None,
+    pim: eng.PimBatch | None = None,
 ) -> ReplayResult:
     """Run requests (in order, none before its cycle) to completion on `state` (fresh if
     None). Command log chunks go to `on_log_chunk(CmdLog, n)` or are kept in the result."""
     if state is None:
         state = eng.new_state(params)
     batch = eng.new_batch(params, addr, is_write, cycle)
+    if pim is None:
+        pim = eng.new_pim_batch(params)
     start = int(state.clk[0])
     ctl = eng.new_ctl(start, max_inject_per_cycle, log_commands)
     log = eng.new_log(LOG_CHUNK if log_commands else 1)
@@ -97,7 +101,7 @@ def replay(
     hist_before = state.lat_hist.copy()
     chunks = []
     while True:
-        status = eng.run_requests(params, state, batch, ctl, log, stats_at_end)
+        status = eng.run_requests(params, state, batch, pim, ctl, log, stats_at_end)
         if log_commands and ctl[eng.C_LOG_N] > 0:
             n = int(ctl[eng.C_LOG_N])
             if on_log_chunk is not None:
@@ -109,7 +113,7 @@ def replay(
             break
     if ctl[eng.C_PHASE] < 2:  # empty batch
         stats_at_end[:] = state.stats
-    end = int(ctl[eng.C_END]) - start if len(addr) else 0
+    end = int(ctl[eng.C_END]) - start + 1 if len(addr) or len(pim.cmd) else 0
     return ReplayResult(
         cycles=max(end, 0),
         last_write_issue=int(ctl[eng.C_LAST_WRITE_ISSUE]) - start if ctl[eng.C_LAST_WRITE_ISSUE] else -1,

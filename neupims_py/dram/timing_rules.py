@@ -21,6 +21,7 @@ class Level(IntEnum):
     OTHER_BANKGROUPS_SAME_RANK = 2
     OTHER_RANKS = 3
     SAME_RANK = 4  # every bank of the rank, including the bank itself (rank commands: REF)
+    SAME_BANKGROUP = 5  # every bank of the bank group, including the bank itself (G_ACT)
 
 
 NUM_LEVELS = len(Level)
@@ -166,10 +167,133 @@ _RULES = [
 ]
 
 
+def pim_timings(mem) -> dict[str, int]:
+    """PIM latencies of the NeuPIMs artifact (NewtonSim timing.cc): the dual row buffer
+    removes the normal/PIM read interlocks that a single shared row buffer needs."""
+    d = derived_timings(mem)
+    dual = mem.pim.row_buffers == "dual"
+    return {
+        "gwrite_latency": mem.pim.tGWRITE,
+        "pim_act_to_act_same_bank": d["activate_to_activate_l"] if dual else d["activate_to_activate"],
+        "act_to_pim_act_same_bank": d["activate_to_activate_l"] if dual else d["activate_to_activate"],
+        "read_to_pim_read_same_bank": 0 if dual else d["read_to_read_l"],
+        "write_to_pim_read_same_bank": 0 if dual else d["write_to_read_l"],
+        "read_to_pim_read_same_bankgroup": 0 if dual else d["read_to_read_l"],
+        "write_to_pim_read_same_bankgroup": 0 if dual else d["write_to_read_l"],
+        "gact_to_act_same_bankgroup": d["activate_to_activate_l"] if dual else d["activate_to_activate"],
+        "pim_to_precharge": 0 if dual else d["read_to_precharge"],
+        "tFAW": mem.timing.tFAW,
+        "tRCDRD": mem.timing.tRCDRD,
+    }
+
+
+# PIM rows of NewtonSim's Timing constructor; names resolve in derived_timings | pim_timings.
+_PIM_RULES = [
+    # normal commands constraining PIM ones
+    (_L.SAME_BANK, Cmd.RD, Cmd.GWRITE, "read_to_read_l"),
+    (_L.SAME_BANK, Cmd.RD, Cmd.COMP, "read_to_pim_read_same_bank"),
+    (_L.SAME_BANK, Cmd.RD, Cmd.COMPS_READRES, "read_to_pim_read_same_bank"),
+    (_L.SAME_BANK, Cmd.RD, Cmd.READRES, "read_to_pim_read_same_bank"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.RD, Cmd.GWRITE, "read_to_read_l"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.RD, Cmd.COMP, "read_to_pim_read_same_bankgroup"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.RD, Cmd.COMPS_READRES, "read_to_pim_read_same_bankgroup"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.RD, Cmd.READRES, "read_to_pim_read_same_bankgroup"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.RD, Cmd.GWRITE, "read_to_read_s"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.RD, Cmd.COMP, "read_to_read_s"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.RD, Cmd.COMPS_READRES, "read_to_read_s"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.RD, Cmd.READRES, "read_to_read_s"),
+    (_L.OTHER_RANKS, Cmd.RD, Cmd.READRES, "read_to_read_o"),
+    (_L.SAME_BANK, Cmd.WR, Cmd.GWRITE, "write_to_read_l"),
+    (_L.SAME_BANK, Cmd.WR, Cmd.COMP, "write_to_pim_read_same_bank"),
+    (_L.SAME_BANK, Cmd.WR, Cmd.COMPS_READRES, "write_to_pim_read_same_bank"),
+    (_L.SAME_BANK, Cmd.WR, Cmd.READRES, "write_to_pim_read_same_bank"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.WR, Cmd.GWRITE, "write_to_read_l"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.WR, Cmd.COMP, "write_to_pim_read_same_bankgroup"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.WR, Cmd.COMPS_READRES, "write_to_pim_read_same_bankgroup"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.WR, Cmd.READRES, "write_to_pim_read_same_bankgroup"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.WR, Cmd.GWRITE, "write_to_read_s"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.WR, Cmd.COMP, "write_to_read_s"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.WR, Cmd.COMPS_READRES, "write_to_read_s"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.WR, Cmd.READRES, "write_to_read_s"),
+    (_L.OTHER_RANKS, Cmd.WR, Cmd.READRES, "write_to_read_o"),
+    (_L.SAME_BANK, Cmd.ACT, Cmd.G_ACT, "act_to_pim_act_same_bank"),
+    (_L.SAME_BANK, Cmd.ACT, Cmd.GWRITE, "activate_to_read"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.ACT, Cmd.G_ACT, "activate_to_activate_l"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.ACT, Cmd.G_ACT, "activate_to_activate_s"),
+    (_L.SAME_RANK, Cmd.REF, Cmd.G_ACT, "refresh_to_activate"),
+    # GWRITE: a whole row into the global buffer
+    (_L.SAME_BANK, Cmd.GWRITE, Cmd.RD, "gwrite_latency"),
+    (_L.SAME_BANK, Cmd.GWRITE, Cmd.WR, "gwrite_latency"),
+    (_L.SAME_BANK, Cmd.GWRITE, Cmd.PRE, "gwrite_latency"),
+    (_L.SAME_BANK, Cmd.GWRITE, Cmd.COMP, "gwrite_latency"),
+    (_L.SAME_BANK, Cmd.GWRITE, Cmd.COMPS_READRES, "gwrite_latency"),
+    (_L.SAME_BANK, Cmd.GWRITE, Cmd.READRES, "gwrite_latency"),
+    (_L.SAME_BANK, Cmd.GWRITE, Cmd.GWRITE, "gwrite_latency"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.GWRITE, Cmd.RD, "read_to_read_l"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.GWRITE, Cmd.WR, "read_to_write"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.GWRITE, Cmd.GWRITE, "gwrite_latency"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.GWRITE, Cmd.COMP, "gwrite_latency"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.GWRITE, Cmd.COMPS_READRES, "gwrite_latency"),
+    (_L.OTHER_BANKS_SAME_BANKGROUP, Cmd.GWRITE, Cmd.READRES, "gwrite_latency"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.GWRITE, Cmd.RD, "read_to_read_s"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.GWRITE, Cmd.WR, "read_to_write"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.GWRITE, Cmd.GWRITE, "gwrite_latency"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.GWRITE, Cmd.COMP, "gwrite_latency"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.GWRITE, Cmd.COMPS_READRES, "gwrite_latency"),
+    (_L.OTHER_BANKGROUPS_SAME_RANK, Cmd.GWRITE, Cmd.READRES, "gwrite_latency"),
+    # G_ACT: opens a row in the PIM row buffers of every bank of a bank group; counts as a
+    # full tFAW window for the rank
+    (_L.SAME_BANKGROUP, Cmd.G_ACT, Cmd.ACT, "gact_to_act_same_bankgroup"),
+    (_L.SAME_BANKGROUP, Cmd.G_ACT, Cmd.G_ACT, "activate_to_activate"),
+    (_L.SAME_BANKGROUP, Cmd.G_ACT, Cmd.COMP, "activate_to_read"),
+    (_L.SAME_BANKGROUP, Cmd.G_ACT, Cmd.COMPS_READRES, "activate_to_read"),
+    (_L.SAME_BANKGROUP, Cmd.G_ACT, Cmd.READRES, "activate_to_read"),
+    (_L.SAME_BANKGROUP, Cmd.G_ACT, Cmd.PIM_PRECHARGE, "activate_to_precharge"),
+    (_L.SAME_RANK, Cmd.G_ACT, Cmd.ACT, "tFAW"),
+    (_L.SAME_RANK, Cmd.G_ACT, Cmd.G_ACT, "tFAW"),
+    (_L.SAME_RANK, Cmd.G_ACT, Cmd.COMP, "tRCDRD"),
+    (_L.SAME_RANK, Cmd.G_ACT, Cmd.COMPS_READRES, "tRCDRD"),
+    # COMP / READRES / COMPS_READRES: rank-wide (every bank with an open PIM row)
+    (_L.SAME_RANK, Cmd.COMP, Cmd.RD, "read_to_read_s"),
+    (_L.SAME_RANK, Cmd.COMP, Cmd.WR, "read_to_write"),
+    (_L.SAME_RANK, Cmd.COMP, Cmd.GWRITE, "read_to_read_s"),
+    (_L.SAME_RANK, Cmd.COMP, Cmd.COMP, "read_to_read_s"),
+    (_L.SAME_RANK, Cmd.COMP, Cmd.READRES, "read_to_read_s"),
+    (_L.SAME_RANK, Cmd.COMP, Cmd.PIM_PRECHARGE, "read_to_precharge"),
+    (_L.SAME_RANK, Cmd.COMP, Cmd.PRE, "pim_to_precharge"),
+    (_L.SAME_RANK, Cmd.READRES, Cmd.RD, "read_to_read_s"),
+    (_L.SAME_RANK, Cmd.READRES, Cmd.WR, "read_to_write"),
+    (_L.SAME_RANK, Cmd.READRES, Cmd.GWRITE, "read_to_read_s"),
+    (_L.SAME_RANK, Cmd.READRES, Cmd.COMP, "read_to_read_s"),
+    (_L.SAME_RANK, Cmd.READRES, Cmd.READRES, "read_to_read_s"),
+    (_L.SAME_RANK, Cmd.READRES, Cmd.G_ACT, "read_to_activate"),
+    (_L.SAME_RANK, Cmd.READRES, Cmd.PIM_PRECHARGE, "read_to_precharge"),
+    (_L.SAME_RANK, Cmd.READRES, Cmd.PRE, "pim_to_precharge"),
+    (_L.OTHER_RANKS, Cmd.READRES, Cmd.RD, "read_to_read_o"),
+    (_L.OTHER_RANKS, Cmd.READRES, Cmd.WR, "read_to_write_o"),
+    (_L.SAME_RANK, Cmd.COMPS_READRES, Cmd.RD, "read_to_read_o"),
+    (_L.SAME_RANK, Cmd.COMPS_READRES, Cmd.WR, "read_to_write_o"),
+    (_L.SAME_RANK, Cmd.COMPS_READRES, Cmd.GWRITE, "read_to_read_s"),
+    (_L.SAME_RANK, Cmd.COMPS_READRES, Cmd.G_ACT, "read_to_activate"),
+    (_L.SAME_RANK, Cmd.COMPS_READRES, Cmd.PIM_PRECHARGE, "read_to_precharge"),
+    (_L.SAME_RANK, Cmd.COMPS_READRES, Cmd.PRE, "pim_to_precharge"),
+    (_L.SAME_RANK, Cmd.COMPS_READRES, Cmd.COMP, "read_to_read_s"),
+    (_L.SAME_RANK, Cmd.COMPS_READRES, Cmd.READRES, "read_to_read_s"),
+    # PIM_PRECHARGE closes the PIM row buffers of a bank group
+    (_L.SAME_BANKGROUP, Cmd.PIM_PRECHARGE, Cmd.REF, "precharge_to_activate"),
+    (_L.SAME_BANKGROUP, Cmd.PIM_PRECHARGE, Cmd.G_ACT, "precharge_to_activate"),
+]
+
+
 def dram_rules(mem) -> list[TimingRule]:
-    """The timing rules of a memory configuration (``MemoryConfig``), DRAMsim3 semantics."""
+    """The timing rules of a memory configuration (``MemoryConfig``), DRAMsim3 semantics,
+    plus the NeuPIMs PIM commands when the memory has PIM. COMPS_READRES's own spacing,
+    2 × (max(k, comps_readres_min_k) + 1), depends on k and is applied by the engine."""
     d = derived_timings(mem)
     rules = [TimingRule(level, prev, nxt, d[name], name) for level, prev, nxt, name in _RULES]
+    if mem.pim.enabled:
+        d = {**d, **pim_timings(mem)}
+        rules += [TimingRule(level, prev, nxt, d[name], name) for level, prev, nxt, name in _PIM_RULES]
     if mem.protocol.startswith(("GDDR", "LPDDR4")):
         # tPPD between precharges exists on GDDR5/6 and LPDDR4 only.
         for level in (Level.OTHER_BANKS_SAME_BANKGROUP, Level.OTHER_BANKGROUPS_SAME_RANK):

@@ -35,6 +35,13 @@ RDA = int(Cmd.RDA)
 WRA = int(Cmd.WRA)
 PRE = int(Cmd.PRE)
 REF = int(Cmd.REF)
+GWRITE = int(Cmd.GWRITE)
+G_ACT = int(Cmd.G_ACT)
+COMP = int(Cmd.COMP)
+READRES = int(Cmd.READRES)
+COMPS_READRES = int(Cmd.COMPS_READRES)
+PIM_HEADER = int(Cmd.PIM_HEADER)
+PIM_PRECHARGE = int(Cmd.PIM_PRECHARGE)
 
 # Relation of a bank to the bank a command went to (rank-wide rules fold into the first three).
 REL_SAME_BANK, REL_SAME_BG, REL_SAME_RANK, REL_OTHER_RANK = 0, 1, 2, 3
@@ -62,6 +69,16 @@ S_DATA_BUS_CYCLES = int(Stat.DATA_BUS_CYCLES)
 S_RANK_ACTIVE_CYCLES = int(Stat.RANK_ACTIVE_CYCLES)
 S_WRITES_ISSUED = int(Stat.WRITES_ISSUED)
 S_READS_FORWARDED = int(Stat.READS_FORWARDED)
+S_GWRITE = int(Stat.GWRITE)
+S_G_ACT = int(Stat.G_ACT)
+S_COMP = int(Stat.COMP)
+S_READRES = int(Stat.READRES)
+S_COMPS_READRES = int(Stat.COMPS_READRES)
+S_PIM_PRECHARGE = int(Stat.PIM_PRECHARGE)
+S_PIM_HEADER = int(Stat.PIM_HEADER)
+S_PIM_COMPS = int(Stat.PIM_COMPS)
+S_PIM_BUSY_CYCLES = int(Stat.PIM_BUSY_CYCLES)
+S_PIM_BLOCKED_CYCLES = int(Stat.PIM_BLOCKED_CYCLES)
 
 # Run-control scalars (``RunCtl``): one int64 array per call.
 C_NEXT_REQ = 0  # index of the next request the front end offers
@@ -119,6 +136,11 @@ class DramParams(NamedTuple):
     write_buffer_size: int
     row_hit_cap: int
     write_drain_threshold: int
+    pim_enabled: bool
+    pim_dual: bool  # separate PIM row buffers (NeuPIMs) or the normal ones (Newton)
+    comps_min_k: int  # COMPS_READRES(k) occupies the PIM units 2 * (max(k, this) + 1) cycles
+    comp_cycles: int  # one COMP per this many cycles per channel
+    gwrite_cycles: int
 
 
 class DramState(NamedTuple):
@@ -157,6 +179,30 @@ class DramState(NamedTuple):
     wvals: np.ndarray
     stats: np.ndarray  # [ch, Stat]
     lat_hist: np.ndarray  # [ch, READ_LAT_BINS]
+    pim_row: np.ndarray  # [bank] row open in the bank's PIM row buffer, -1 if none
+    pim_open: np.ndarray  # [ch*ranks + rank] banks with an open PIM row
+    pim_mode: np.ndarray  # [ch] 1 from a PIM_HEADER until its last PIM row closes
+    pim_since: np.ndarray  # [ch] cycle the channel entered PIM mode
+
+
+class PimBatch(NamedTuple):
+    """One call's PIM command streams, in order per channel (sorted by channel)."""
+
+    cmd: np.ndarray
+    ch: np.ndarray
+    rank: np.ndarray
+    bg: np.ndarray
+    ba: np.ndarray  # GWRITE only: the bank holding the source row
+    row: np.ndarray
+    k: np.ndarray  # COMPS_READRES: COMPs fused before the READRES
+    dur: np.ndarray  # PIM_HEADER: cycles the announced GEMV holds its rows (refresh deadline)
+    cycle: np.ndarray  # earliest issue, relative to the call's start
+    issued: np.ndarray  # out: issue cycle
+    done: np.ndarray  # out: cycle the command's effect is complete (results returned)
+    begin: np.ndarray  # [ch] first command of the channel
+    end: np.ndarray  # [ch] one past the last
+    pc: np.ndarray  # [ch] next command to issue
+    lb: np.ndarray  # [ch] the head command cannot issue before this cycle (when waiting)
 
 
 class DramBatch(NamedTuple):
@@ -240,6 +286,10 @@ def new_state(p: DramParams) -> DramState:
         wvals=wvals,
         stats=np.zeros((nch, NUM_STATS), np.int64),
         lat_hist=np.zeros((nch, READ_LAT_BINS), np.int64),
+        pim_row=np.full(nb, -1, np.int64),
+        pim_open=np.zeros(nch * nr, np.int64),
+        pim_mode=np.zeros(nch, np.int64),
+        pim_since=np.zeros(nch, np.int64),
     )
 
 
@@ -272,6 +322,21 @@ def new_batch(p: DramParams, addr: np.ndarray, is_write: np.ndarray, cycle: np.n
         issued=np.full(n, -1, np.int64),
         done=np.full(n, -1, np.int64),
         dup_next=np.full(n, -1, np.int64),
+    )
+
+
+def new_pim_batch(p: DramParams, ch=(), cmd=(), rank=(), bg=(), ba=(), row=(), k=(), dur=(), cycle=()) -> PimBatch:
+    """PIM command streams; commands keep their order within a channel."""
+    ch = np.asarray(ch, np.int64)
+    order = np.argsort(ch, kind="stable")
+    cols = [np.asarray(x, np.int64)[order] if len(ch) else np.zeros(0, np.int64) for x in (cmd, ch, rank, bg, ba, row, k, dur, cycle)]
+    n = len(ch)
+    counts = np.bincount(cols[1], minlength=p.channels) if n else np.zeros(p.channels, np.int64)
+    end = np.cumsum(counts).astype(np.int64)
+    begin = end - counts
+    return PimBatch(
+        *cols, np.full(n, -1, np.int64), np.full(n, -1, np.int64), begin, end, begin.copy(),
+        np.zeros(p.channels, np.int64),
     )
 
 
@@ -358,18 +423,16 @@ def _read_returned(s, b, ch, rid, done):
 
 
 @kernel
-def _issue(p, s, b, ctl, log, ch, cmd, gb, rid, q, k, clk):
-    """Issue one command: results, statistics, timing, bank state, queues."""
+def _issue(p, s, b, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
+    """Issue one normal DRAM command (request `rid` at queue position (q, k), or -1 for
+    refresh / PIM housekeeping): results, statistics, timing, bank state, queues."""
     per_rank = p.bankgroups * p.banks_per_group
     local = gb - ch * p.ranks * per_rank
     rank = local // per_rank
     bg = (local % per_rank) // p.banks_per_group
     ba = local % p.banks_per_group
     rk = ch * p.ranks + rank
-    if rid >= 0:
-        _log(ctl, log, clk, cmd, ch, rank, bg, ba, b.row[rid], b.col[rid])
-    else:
-        _log(ctl, log, clk, cmd, ch, rank, bg, ba, s.open_row[gb], 0)
+    _log(ctl, log, clk, cmd, ch, rank, bg, ba, row, col)
     st = s.stats
     if cmd == RD or cmd == RDA:
         st[ch, S_RD if cmd == RD else S_RDA] += 1
@@ -414,7 +477,7 @@ def _issue(p, s, b, ctl, log, ch, cmd, gb, rid, q, k, clk):
     _apply_rules(p, s, ch, rank, bg, ba, cmd, clk)
 
     if cmd == ACT:
-        s.open_row[gb] = b.row[rid]
+        s.open_row[gb] = row
         s.hit_count[gb] = 0
         if s.rank_open[rk] == 0:
             s.rank_since[rk] = clk
@@ -490,7 +553,10 @@ def _first_ready_in_queue(p, s, b, ch, q, clk):
             if bt < lb:
                 lb = bt
             continue
-        if need == PRE:
+        if need == ACT:
+            if s.pim_row[gb] == b.row[rid]:
+                continue  # the row is open in the PIM buffer: wait for its PIM_PRECHARGE
+        elif need == PRE:
             # ArbitratePrecharge: no earlier command to this bank, and either no pending
             # hit on the open row behind it or the row-hit cap reached.
             blocked = False
@@ -572,6 +638,8 @@ def _finish_refresh(p, s, ch, clk):
     if s.in_ref[ch] == 0:
         s.in_ref[ch] = 1
         s.ref_rank[ch] = rank
+    if s.pim_open[ch * p.ranks + rank] > 0:
+        return -1, -1  # a GEMV holds PIM rows: its PIM_PRECHARGE comes first
     per_rank = p.bankgroups * p.banks_per_group
     base = (ch * p.ranks + rank) * per_rank
     ready = 0
@@ -627,8 +695,209 @@ def _schedule_transaction(p, s, b, ctl, ch):
     return False
 
 
+
 @kernel
-def _tick_channel(p, s, b, ctl, log, ch, clk):
+def _bank_ready(s, first, count, stride, cmd):
+    """Latest earliest-issue cycle of `cmd` over `count` banks from `first`."""
+    t = 0
+    for i in range(count):
+        v = s.bank_next[first + i * stride, cmd]
+        if v > t:
+            t = v
+    return t
+
+
+@kernel
+def _hold_pim_units(p, s, ch, rank, until):
+    """COMPS_READRES keeps the rank's PIM units busy until `until`."""
+    per_rank = p.bankgroups * p.banks_per_group
+    base = (ch * p.ranks + rank) * per_rank
+    for i in range(per_rank):
+        gb = base + i
+        for c in (COMP, READRES, COMPS_READRES, PIM_PRECHARGE):
+            if s.bank_next[gb, c] < until:
+                s.bank_next[gb, c] = until
+
+
+@kernel
+def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
+    """Issue PIM command i of the batch: results, statistics, timing, PIM row state."""
+    cmd = pb.cmd[i]
+    rank = pb.rank[i]
+    bg = pb.bg[i]
+    bpg = p.banks_per_group
+    per_rank = p.bankgroups * bpg
+    rk = ch * p.ranks + rank
+    base = rk * per_rank
+    st = s.stats
+    _log(ctl, log, clk, cmd, ch, rank, bg, pb.ba[i], pb.row[i], pb.k[i])
+    done = clk
+    if cmd == PIM_HEADER:
+        st[ch, S_PIM_HEADER] += 1
+        if s.pim_mode[ch] == 0:
+            s.pim_mode[ch] = 1
+            s.pim_since[ch] = clk
+    elif cmd == GWRITE:
+        st[ch, S_GWRITE] += 1
+        st[ch, S_DATA_BUS_CYCLES] += p.gwrite_cycles
+        _apply_rules(p, s, ch, rank, bg, pb.ba[i], cmd, clk)
+        done = clk + p.gwrite_cycles
+    elif cmd == G_ACT:
+        st[ch, S_G_ACT] += 1
+        row = pb.row[i]
+        for b in range(bpg):
+            gb = base + bg * bpg + b
+            s.pim_row[gb] = row
+            s.pim_open[rk] += 1
+            if not p.pim_dual:
+                # Newton: the PIM row lives in the normal row buffer
+                s.open_row[gb] = row
+                s.hit_count[gb] = 0
+                if s.rank_open[rk] == 0:
+                    s.rank_since[rk] = clk
+                s.rank_open[rk] += 1
+        _apply_rules(p, s, ch, rank, bg, 0, cmd, clk)
+    elif cmd == COMP or cmd == READRES or cmd == COMPS_READRES:
+        _apply_rules(p, s, ch, rank, 0, 0, cmd, clk)
+        if cmd == COMP:
+            st[ch, S_COMP] += 1
+            st[ch, S_PIM_COMPS] += 1
+            done = clk + p.comp_cycles
+        elif cmd == READRES:
+            st[ch, S_READRES] += 1
+            st[ch, S_DATA_BUS_CYCLES] += p.burst_cycles
+            done = clk + p.read_delay
+        else:
+            k = pb.k[i]
+            st[ch, S_COMPS_READRES] += 1
+            st[ch, S_PIM_COMPS] += k
+            st[ch, S_DATA_BUS_CYCLES] += p.burst_cycles
+            kk = k if k > p.comps_min_k else p.comps_min_k
+            _hold_pim_units(p, s, ch, rank, clk + p.comp_cycles * (kk + 1))
+            done = clk + p.comp_cycles * kk + p.read_delay
+    elif cmd == PIM_PRECHARGE:
+        st[ch, S_PIM_PRECHARGE] += 1
+        for b in range(bpg):
+            gb = base + bg * bpg + b
+            if s.pim_row[gb] >= 0:
+                s.pim_row[gb] = -1
+                s.pim_open[rk] -= 1
+                if not p.pim_dual:
+                    s.open_row[gb] = -1
+                    s.hit_count[gb] = 0
+                    s.rank_open[rk] -= 1
+                    if s.rank_open[rk] == 0:
+                        st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank_since[rk]
+        _apply_rules(p, s, ch, rank, bg, 0, cmd, clk)
+        # rows and (single buffer) the whole channel come back to the normal scheduler
+        for q in range(s.q_lb.shape[1]):
+            s.q_lb[ch, q] = 0
+        if s.pim_mode[ch] != 0:
+            still_open = 0
+            for r in range(p.ranks):
+                still_open += s.pim_open[ch * p.ranks + r]
+            if still_open == 0:
+                s.pim_mode[ch] = 0
+                st[ch, S_PIM_BUSY_CYCLES] += clk - s.pim_since[ch]
+                if not p.pim_dual:
+                    st[ch, S_PIM_BLOCKED_CYCLES] += clk - s.pim_since[ch]
+    pb.issued[i] = clk
+    pb.done[i] = done
+    if done > ctl[C_END]:
+        ctl[C_END] = done
+    pb.pc[ch] = i + 1
+
+
+@kernel
+def _pim_step(p, s, b, pb, ctl, log, ch, clk):
+    """Advance the channel's PIM stream by at most one bus command at clk.
+
+    Returns True if a command issued on the command bus (then no normal command issues
+    this cycle). PIM_HEADER takes no bus slot. GWRITE opens its source row and G_ACT
+    closes conflicting normal rows first, with ordinary PRE/ACT commands. When the head
+    command must wait, pb.lb[ch] holds the cycle it may issue (INF: waits for an event).
+    """
+    bpg = p.banks_per_group
+    per_rank = p.bankgroups * bpg
+    while True:
+        i = pb.pc[ch]
+        pb.lb[ch] = INF
+        if i >= pb.end[ch]:
+            return False
+        t0 = pb.cycle[i] + ctl[C_START]
+        if clk < t0:
+            pb.lb[ch] = t0
+            return False
+        cmd = pb.cmd[i]
+        rank = pb.rank[i]
+        base = (ch * p.ranks + rank) * per_rank
+        if cmd == PIM_HEADER:
+            # refresh deadline: never start a GEMV that a refresh would cut through
+            if s.ref_q_len[ch] > 0:
+                return False
+            if (
+                p.refresh_policy != REFRESH_OFF
+                and clk + pb.dur[i] > s.next_ref[ch]
+                and pb.dur[i] <= p.refresh_interval
+            ):
+                pb.lb[ch] = s.next_ref[ch]
+                return False
+            _pim_issue(p, s, pb, ctl, log, ch, i, clk)
+            continue
+        if cmd == GWRITE:
+            gb = base + pb.bg[i] * bpg + pb.ba[i]
+            row = pb.row[i]
+            orow = s.open_row[gb]
+            if orow != row:
+                if orow >= 0:
+                    t = s.bank_next[gb, PRE]
+                    if clk < t:
+                        pb.lb[ch] = t
+                        return False
+                    _issue(p, s, b, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
+                    return True
+                t = s.bank_next[gb, ACT]
+                f = _faw_ready(p, s, ch * p.ranks + rank)
+                if f > t:
+                    t = f
+                if clk < t:
+                    pb.lb[ch] = t
+                    return False
+                _issue(p, s, b, ctl, log, ch, ACT, gb, row, 0, -1, -1, -1, clk)
+                return True
+            t = s.bank_next[gb, GWRITE]
+        elif cmd == G_ACT:
+            first = base + pb.bg[i] * bpg
+            row = pb.row[i]
+            lb = INF
+            for bb in range(bpg):
+                gb = first + bb
+                orow = s.open_row[gb]
+                if orow >= 0 and (orow == row or not p.pim_dual):
+                    # the normal row buffer must give the row (dual) or the bank (single) up
+                    t = s.bank_next[gb, PRE]
+                    if clk >= t:
+                        _issue(p, s, b, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
+                        return True
+                    if t < lb:
+                        lb = t
+            if lb < INF:
+                pb.lb[ch] = lb
+                return False
+            t = _bank_ready(s, first, bpg, 1, G_ACT)
+        elif cmd == PIM_PRECHARGE:
+            t = _bank_ready(s, base + pb.bg[i] * bpg, bpg, 1, PIM_PRECHARGE)
+        else:  # COMP, READRES, COMPS_READRES: every bank of the rank
+            t = _bank_ready(s, base, per_rank, 1, cmd)
+        if clk < t:
+            pb.lb[ch] = t
+            return False
+        _pim_issue(p, s, pb, ctl, log, ch, i, clk)
+        return True
+
+
+@kernel
+def _tick_channel(p, s, b, pb, ctl, log, ch, clk):
     """One controller cycle of one channel. Returns True if its state changed."""
     if p.refresh_policy != REFRESH_OFF:
         while clk >= s.next_ref[ch]:
@@ -648,14 +917,19 @@ def _tick_channel(p, s, b, ctl, log, ch, clk):
         cmd, gb = _finish_refresh(p, s, ch, clk)
         changed = was_in_ref != s.in_ref[ch]
         if cmd >= 0:
-            _issue(p, s, b, ctl, log, ch, cmd, gb, -1, -1, -1, clk)
-    if cmd < 0:
+            _issue(p, s, b, ctl, log, ch, cmd, gb, s.open_row[gb], 0, -1, -1, -1, clk)
+    if cmd < 0 and pb.pc[ch] < pb.end[ch]:
+        pc0 = pb.pc[ch]
+        if _pim_step(p, s, b, pb, ctl, log, ch, clk):
+            return True
+        changed = pb.pc[ch] != pc0
+    if cmd < 0 and (p.pim_dual or s.pim_mode[ch] == 0):
         cmd, q, k = _command_to_issue(p, s, b, ch, clk)
         if cmd >= 0:
             rid = s.cq[ch, q, k]
             if cmd == PRE:
                 s.stats[ch, S_ONDEMAND_PRE] += 1
-            _issue(p, s, b, ctl, log, ch, cmd, b.bank[rid], rid, q, k, clk)
+            _issue(p, s, b, ctl, log, ch, cmd, b.bank[rid], b.row[rid], b.col[rid], rid, q, k, clk)
     if cmd >= 0:
         changed = True
         if p.dual_issue:
@@ -664,7 +938,7 @@ def _tick_channel(p, s, b, ctl, log, ch, clk):
                 rid2 = s.cq[ch, q2, k2]
                 if cmd2 == PRE:
                     s.stats[ch, S_ONDEMAND_PRE] += 1
-                _issue(p, s, b, ctl, log, ch, cmd2, b.bank[rid2], rid2, q2, k2, clk)
+                _issue(p, s, b, ctl, log, ch, cmd2, b.bank[rid2], b.row[rid2], b.col[rid2], rid2, q2, k2, clk)
                 s.stats[ch, S_DUAL_CMDS] += 1
     if _schedule_transaction(p, s, b, ctl, ch):
         changed = True
@@ -672,9 +946,11 @@ def _tick_channel(p, s, b, ctl, log, ch, clk):
 
 
 @kernel
-def _next_event(p, s, b, ch, clk):
+def _next_event(p, s, b, pb, ch, clk):
     """Earliest cycle after clk at which an idle channel's state could change."""
     t = s.next_ref[ch]
+    if pb.pc[ch] < pb.end[ch] and clk < pb.lb[ch] < t:
+        t = pb.lb[ch]
     if s.ref_q_len[ch] > 0:
         rank = s.ref_q[ch, 0]
         per_rank = p.bankgroups * p.banks_per_group
@@ -752,9 +1028,10 @@ def _close_active_intervals(s, clk, stats_out):
 
 
 @kernel
-def run_requests(p, s, b, ctl, log, stats_at_end):
-    """Replay the batch until every read returned, every write was accepted and then
-    drained. Returns 0 when finished, 1 when the command log is full (drain it, reset
+def run_requests(p, s, b, pb, ctl, log, stats_at_end):
+    """Replay the batch (normal requests `b`, PIM command streams `pb`) until every read
+    returned, every write was accepted and every PIM command issued, then drain the
+    buffered writes. Returns 0 when finished, 1 when the command log is full (drain it, reset
     ctl[C_LOG_N] and call again: the state carries on).
 
     ``stats_at_end`` receives the counters at the cycle the last read returned or the
@@ -764,6 +1041,13 @@ def run_requests(p, s, b, ctl, log, stats_at_end):
     n = b.addr.shape[0]
     log_cap = log.cycle.shape[0]
     clk = s.clk[0]
+    for ch in range(nch):
+        if pb.pc[ch] < pb.end[ch]:
+            t = ctl[C_START] + pb.cycle[pb.pc[ch]]
+            if t < clk:
+                t = clk
+            if t < s.wake[ch]:
+                s.wake[ch] = t
     while True:
         if ctl[C_LOG_ON] != 0 and ctl[C_LOG_N] + 2 * nch > log_cap:
             s.clk[0] = clk
@@ -799,10 +1083,10 @@ def run_requests(p, s, b, ctl, log, stats_at_end):
         for ch in range(nch):
             if s.wake[ch] <= c:
                 ctl[C_TICKS] += 1
-                if _tick_channel(p, s, b, ctl, log, ch, c):
+                if _tick_channel(p, s, b, pb, ctl, log, ch, c):
                     s.wake[ch] = c + 1
                 else:
-                    s.wake[ch] = _next_event(p, s, b, ch, c)
+                    s.wake[ch] = _next_event(p, s, b, pb, ch, c)
         # the front end offers requests after the memory ticked
         offered = 0
         ctl[C_BLOCKED] = 0
@@ -820,5 +1104,10 @@ def run_requests(p, s, b, ctl, log, stats_at_end):
             offered += 1
         ctl[C_INJECT_AT] = c + 1
         if ctl[C_PHASE] == 0 and ctl[C_NEXT_REQ] == n and ctl[C_OUTSTANDING_READS] == 0:
-            ctl[C_PHASE] = 1
+            pim_left = False
+            for ch in range(nch):
+                if pb.pc[ch] < pb.end[ch]:
+                    pim_left = True
+            if not pim_left:
+                ctl[C_PHASE] = 1
         clk = c + 1
