@@ -231,15 +231,23 @@ class _Parser:
         bad = (lengths <= 0) | (lengths > _MAX_DIGITS[base])
         width = int(min(lengths.max(initial=0), _MAX_DIGITS[base]))
         first = width - lengths  # right-aligned: column j has the same weight in every token
-        pos = ends + (_PAD - width)
-        padded = self.padded
-        value = np.zeros(len(starts), np.uint64)
+        n = len(starts)
+        at = ends + (_PAD - width)  # column j's byte in the padded buffer: at + j
+        char = np.empty(n, np.intp)  # scratch reused by every column: no allocation per column
+        digit = np.empty(n, np.uint8)
+        mask = np.empty(n, bool)
+        value = np.zeros(n, np.uint64)
         ubase = np.uint64(base)
         for j in range(width):
-            inside = first <= j
-            d = _DIGIT[padded[pos + j]] * inside
-            bad |= d >= base
-            value = value * ubase + d
+            np.take(self.padded, at, out=char)
+            np.take(_DIGIT, char, out=digit)
+            np.greater(first, j, out=mask)  # before the token's first digit
+            np.putmask(digit, mask, 0)
+            np.greater_equal(digit, base, out=mask)
+            bad |= mask
+            value *= ubase
+            value += digit
+            at += 1
         bad |= value > np.uint64(np.iinfo(np.int64).max)
         return value.astype(np.int64), bad
 

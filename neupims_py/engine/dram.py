@@ -20,9 +20,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from neupims_py.engine.jit import kernel
 
 from neupims_py.engine.hashtable import ht_del, ht_get, ht_put, new_table
+from neupims_py.engine.jit import kernel
 from neupims_py.formats import NUM_CMDS, NUM_STATS, READ_LAT_BIN, READ_LAT_BINS, Cmd, Stat
 
 INF = np.int64(2**62)
@@ -143,46 +143,109 @@ class DramParams(NamedTuple):
     gwrite_cycles: int
 
 
-class DramState(NamedTuple):
-    """Controller and bank state of every channel; survives between calls."""
+# Column layouts of the packed state arrays. A few dense 2-D arrays instead of one array
+# per field: every array argument costs registers and stack traffic in each kernel.
+BK_OPEN_ROW = NUM_CMDS  # bank[b, 0:NUM_CMDS] = earliest issue cycle of each command
+BK_HITS = NUM_CMDS + 1  # column commands since the row opened
+BK_PIM_ROW = NUM_CMDS + 2  # row open in the PIM row buffer, -1 if none
+BK_COLS = NUM_CMDS + 3
 
-    clk: np.ndarray  # [1] next cycle to simulate
-    bank_next: np.ndarray  # [bank, cmd] earliest cycle cmd may issue to bank
-    open_row: np.ndarray  # [bank] open row or -1
-    hit_count: np.ndarray  # [bank] column commands since the row opened
-    rank_open: np.ndarray  # [ch*ranks + rank] open banks
-    rank_since: np.ndarray  # [ch*ranks + rank] cycle the rank became active
-    faw: np.ndarray  # [ch*ranks + rank, 4] cycles of the last four ACTs (ring)
-    faw_head: np.ndarray
-    faw_n: np.ndarray
-    cq: np.ndarray  # [ch, queue, slot] request ids in the command queues
-    cq_len: np.ndarray  # [ch, queue]
-    cq_total: np.ndarray  # [ch]
-    q_lb: np.ndarray  # [ch, queue] no command of the queue can issue before this cycle
-    rq: np.ndarray  # [ch, slot] read transaction queue
-    rq_len: np.ndarray
-    wb: np.ndarray  # [ch, slot] posted-write buffer
-    wb_len: np.ndarray
-    write_draining: np.ndarray  # [ch] writes left in the current drain
-    flush: np.ndarray  # [1] drain every buffered write now (end of the work)
-    qidx: np.ndarray  # [ch] round-robin pointer over command queues
-    ref_q: np.ndarray  # [ch, slot] ranks waiting for refresh (FIFO)
-    ref_q_len: np.ndarray
-    in_ref: np.ndarray  # [ch] refresh preparation in progress
-    ref_rank: np.ndarray  # [ch] rank being refreshed
-    next_ref: np.ndarray  # [ch] next refresh insertion cycle
-    ref_next_rank: np.ndarray  # [ch]
-    wake: np.ndarray  # [ch] next cycle the channel must be ticked
+RK_OPEN, RK_SINCE, RK_FAW_HEAD, RK_FAW_N, RK_PIM_OPEN = 0, 1, 2, 3, 4
+RK_FAW = 5  # four slots: cycles of the last four ACTs (ring)
+RK_COLS = RK_FAW + 4
+
+(
+    CH_CQ_TOTAL,
+    CH_RQ_LEN,
+    CH_WB_LEN,
+    CH_DRAINING,
+    CH_QIDX,
+    CH_REFQ_LEN,
+    CH_IN_REF,
+    CH_REF_RANK,
+    CH_NEXT_REF,
+    CH_REF_NEXT_RANK,
+    CH_WAKE,
+    CH_PIM_MODE,
+    CH_PIM_SINCE,
+    CH_REFQ,  # then the refresh FIFO of ranks
+) = range(14)
+
+QU_LEN, QU_LB, QU_ITEMS = 0, 1, 2  # queue[ch, q, :]: length, ready bound, request ids
+
+G_CLK, G_FLUSH = 0, 1
+
+(
+    RQ_ADDR,
+    RQ_WRITE,
+    RQ_CYCLE,
+    RQ_CH,
+    RQ_RANK,
+    RQ_BG,
+    RQ_BA,
+    RQ_ROW,
+    RQ_COL,
+    RQ_BANK,
+    RQ_QUEUE,
+    RQ_ADDED,
+    RQ_ISSUED,
+    RQ_DONE,
+    RQ_DUP,
+) = range(15)
+RQ_COLS = 15
+
+
+class DramState(NamedTuple):
+    """Controller and bank state of every channel; survives between calls.
+
+    bank[global bank, BK_*]: per-bank earliest-issue cycles and row-buffer state.
+    rank[ch * ranks + rank, RK_*]: open banks, activity, the tFAW window, PIM rows.
+    chan[ch, CH_*]: queue lengths, drain and refresh state, the next wake-up cycle.
+    queue[ch, q, QU_*]: the command queues (one per bank, or per rank).
+    tq[ch, 0 | 1, slot]: the read transaction queue and the posted-write buffer.
+    """
+
+    glob: np.ndarray  # [G_CLK] next cycle to simulate, [G_FLUSH] drain every buffered write
+    bank: np.ndarray
+    rank: np.ndarray
+    chan: np.ndarray
+    queue: np.ndarray
+    tq: np.ndarray
     rkeys: np.ndarray  # pending reads: address -> first request id
     rvals: np.ndarray
     wkeys: np.ndarray  # pending writes: address -> request id
     wvals: np.ndarray
     stats: np.ndarray  # [ch, Stat]
     lat_hist: np.ndarray  # [ch, READ_LAT_BINS]
-    pim_row: np.ndarray  # [bank] row open in the bank's PIM row buffer, -1 if none
-    pim_open: np.ndarray  # [ch*ranks + rank] banks with an open PIM row
-    pim_mode: np.ndarray  # [ch] 1 from a PIM_HEADER until its last PIM row closes
-    pim_since: np.ndarray  # [ch] cycle the channel entered PIM mode
+
+    # Named views for Python code and tests (kernels index the packed arrays).
+    @property
+    def clk(self):
+        return self.glob[G_CLK : G_CLK + 1]
+
+    @property
+    def bank_next(self):
+        return self.bank[:, :NUM_CMDS]
+
+    @property
+    def open_row(self):
+        return self.bank[:, BK_OPEN_ROW]
+
+    @property
+    def pim_row(self):
+        return self.bank[:, BK_PIM_ROW]
+
+    @property
+    def faw(self):
+        return self.rank[:, RK_FAW : RK_FAW + 4]
+
+    @property
+    def faw_head(self):
+        return self.rank[:, RK_FAW_HEAD]
+
+    @property
+    def faw_n(self):
+        return self.rank[:, RK_FAW_N]
 
 
 class PimBatch(NamedTuple):
@@ -206,23 +269,21 @@ class PimBatch(NamedTuple):
 
 
 class DramBatch(NamedTuple):
-    """One call's requests, decoded, and their results (-1 until known)."""
+    """One call's requests, decoded, and their results: req[request, RQ_*] (-1 = not yet)."""
 
-    addr: np.ndarray
-    is_write: np.ndarray
-    cycle: np.ndarray
-    ch: np.ndarray
-    rank: np.ndarray
-    bg: np.ndarray
-    ba: np.ndarray
-    row: np.ndarray
-    col: np.ndarray
-    bank: np.ndarray  # global bank index
-    queue: np.ndarray  # command-queue index within the channel
-    added: np.ndarray  # cycle accepted by the controller
-    issued: np.ndarray  # cycle of the RD/WR command (-2: write merged into a pending one)
-    done: np.ndarray  # cycle the read data returned / the write was acknowledged
-    dup_next: np.ndarray  # chain of reads to the same address
+    req: np.ndarray
+
+    @property
+    def added(self):  # cycle accepted by the controller
+        return self.req[:, RQ_ADDED]
+
+    @property
+    def issued(self):  # cycle of the RD/WR command (-2: write merged into a pending one)
+        return self.req[:, RQ_ISSUED]
+
+    @property
+    def done(self):  # cycle the read data returned / the write was acknowledged
+        return self.req[:, RQ_DONE]
 
 
 class CmdLog(NamedTuple):
@@ -252,77 +313,52 @@ def new_state(p: DramParams) -> DramState:
     rkeys, rvals = new_table(pending)
     wkeys, wvals = new_table(pending)
     first_ref = p.refresh_interval if p.refresh_policy != REFRESH_OFF else INF
+    bank = np.zeros((nb, BK_COLS), np.int64)
+    bank[:, BK_OPEN_ROW] = -1
+    bank[:, BK_PIM_ROW] = -1
+    chan = np.zeros((nch, CH_REFQ + 4 * nr), np.int64)
+    chan[:, CH_QIDX] = nq - 1  # DRAMsim3 starts at queue 0 on the first scan
+    chan[:, CH_NEXT_REF] = first_ref
+    chan[:, CH_WAKE] = first_ref
     return DramState(
-        clk=np.zeros(1, np.int64),
-        bank_next=np.zeros((nb, NUM_CMDS), np.int64),
-        open_row=np.full(nb, -1, np.int64),
-        hit_count=np.zeros(nb, np.int64),
-        rank_open=np.zeros(nch * nr, np.int64),
-        rank_since=np.zeros(nch * nr, np.int64),
-        faw=np.zeros((nch * nr, 4), np.int64),
-        faw_head=np.zeros(nch * nr, np.int64),
-        faw_n=np.zeros(nch * nr, np.int64),
-        cq=np.zeros((nch, nq, p.cmd_queue_size), np.int64),
-        cq_len=np.zeros((nch, nq), np.int64),
-        cq_total=np.zeros(nch, np.int64),
-        q_lb=np.zeros((nch, nq), np.int64),
-        rq=np.zeros((nch, p.trans_queue_size), np.int64),
-        rq_len=np.zeros(nch, np.int64),
-        wb=np.zeros((nch, p.write_buffer_size), np.int64),
-        wb_len=np.zeros(nch, np.int64),
-        write_draining=np.zeros(nch, np.int64),
-        flush=np.zeros(1, np.int64),
-        qidx=np.full(nch, nq - 1, np.int64),  # DRAMsim3 starts at queue 0 on the first scan
-        ref_q=np.zeros((nch, 4 * nr), np.int64),
-        ref_q_len=np.zeros(nch, np.int64),
-        in_ref=np.zeros(nch, np.int64),
-        ref_rank=np.zeros(nch, np.int64),
-        next_ref=np.full(nch, first_ref, np.int64),
-        ref_next_rank=np.zeros(nch, np.int64),
-        wake=np.full(nch, first_ref, np.int64),
+        glob=np.zeros(2, np.int64),
+        bank=bank,
+        rank=np.zeros((nch * nr, RK_COLS), np.int64),
+        chan=chan,
+        queue=np.zeros((nch, nq, QU_ITEMS + p.cmd_queue_size), np.int64),
+        tq=np.zeros((nch, 2, max(p.trans_queue_size, p.write_buffer_size)), np.int64),
         rkeys=rkeys,
         rvals=rvals,
         wkeys=wkeys,
         wvals=wvals,
         stats=np.zeros((nch, NUM_STATS), np.int64),
         lat_hist=np.zeros((nch, READ_LAT_BINS), np.int64),
-        pim_row=np.full(nb, -1, np.int64),
-        pim_open=np.zeros(nch * nr, np.int64),
-        pim_mode=np.zeros(nch, np.int64),
-        pim_since=np.zeros(nch, np.int64),
     )
 
 
 def new_batch(p: DramParams, addr: np.ndarray, is_write: np.ndarray, cycle: np.ndarray) -> DramBatch:
     """Decode byte addresses into (channel, rank, bank group, bank, row, column)."""
     a = np.asarray(addr, dtype=np.int64)
-    n = a.shape[0]
+    req = np.full((a.shape[0], RQ_COLS), -1, np.int64)
     ch = (a >> p.ch_shift) & p.ch_mask
     ra = (a >> p.ra_shift) & p.ra_mask
     bg = (a >> p.bg_shift) & p.bg_mask
     ba = (a >> p.ba_shift) & p.ba_mask
-    bank = ((ch * p.ranks + ra) * p.bankgroups + bg) * p.banks_per_group + ba
+    req[:, RQ_ADDR] = a
+    req[:, RQ_WRITE] = np.asarray(is_write, dtype=np.int64) != 0
+    req[:, RQ_CYCLE] = np.asarray(cycle, dtype=np.int64)
+    req[:, RQ_CH] = ch
+    req[:, RQ_RANK] = ra
+    req[:, RQ_BG] = bg
+    req[:, RQ_BA] = ba
+    req[:, RQ_ROW] = (a >> p.ro_shift) & p.ro_mask
+    req[:, RQ_COL] = (a >> p.co_shift) & p.co_mask
+    req[:, RQ_BANK] = ((ch * p.ranks + ra) * p.bankgroups + bg) * p.banks_per_group + ba
     if p.per_bank_queues:
-        queue = (ra * p.bankgroups + bg) * p.banks_per_group + ba
+        req[:, RQ_QUEUE] = (ra * p.bankgroups + bg) * p.banks_per_group + ba
     else:
-        queue = ra.copy()
-    return DramBatch(
-        addr=a,
-        is_write=np.asarray(is_write, dtype=np.int8),
-        cycle=np.asarray(cycle, dtype=np.int64),
-        ch=ch,
-        rank=ra,
-        bg=bg,
-        ba=ba,
-        row=(a >> p.ro_shift) & p.ro_mask,
-        col=(a >> p.co_shift) & p.co_mask,
-        bank=bank,
-        queue=queue,
-        added=np.full(n, -1, np.int64),
-        issued=np.full(n, -1, np.int64),
-        done=np.full(n, -1, np.int64),
-        dup_next=np.full(n, -1, np.int64),
-    )
+        req[:, RQ_QUEUE] = ra
+    return DramBatch(req)
 
 
 def new_pim_batch(p: DramParams, ch=(), cmd=(), rank=(), bg=(), ba=(), row=(), k=(), dur=(), cycle=()) -> PimBatch:
@@ -364,9 +400,9 @@ def _is_rw(cmd):
 @kernel(inline="always")
 def _faw_ready(p, s, rk):
     """Cycle from which a new ACT in rank rk satisfies tFAW."""
-    if s.faw_n[rk] < 4:
+    if s.rank[rk, RK_FAW_N] < 4:
         return 0
-    return s.faw[rk, s.faw_head[rk]] + p.tFAW
+    return s.rank[rk, RK_FAW + s.rank[rk, RK_FAW_HEAD]] + p.tFAW
 
 
 @kernel(inline="always")
@@ -390,8 +426,8 @@ def _apply_rules(p, s, ch, rank, bg, ba, cmd, clk):
                 tb = base + r * per_rank + g * bpg + b
                 for n in range(nt):
                     t = clk + p.rel_lat[rel, cmd, n]
-                    if t > s.bank_next[tb, n]:
-                        s.bank_next[tb, n] = t
+                    if t > s.bank[tb, n]:
+                        s.bank[tb, n] = t
 
 
 @kernel(inline="always")
@@ -412,14 +448,14 @@ def _log(ctl, log, clk, cmd, ch, rank, bg, ba, row, col):
 
 @kernel(inline="always")
 def _read_returned(s, b, ch, rid, done):
-    lat = done - b.added[rid]
+    lat = done - b.req[rid, RQ_ADDED]
     s.stats[ch, S_READS_DONE] += 1
     s.stats[ch, S_READ_LATENCY_SUM] += lat
     k = lat // READ_LAT_BIN
     if k >= READ_LAT_BINS:
         k = READ_LAT_BINS - 1
     s.lat_hist[ch, k] += 1
-    b.done[rid] = done
+    b.req[rid, RQ_DONE] = done
 
 
 @kernel
@@ -436,39 +472,39 @@ def _issue(p, s, b, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
     st = s.stats
     if cmd == RD or cmd == RDA:
         st[ch, S_RD if cmd == RD else S_RDA] += 1
-        if s.hit_count[gb] != 0:
+        if s.bank[gb, BK_HITS] != 0:
             st[ch, S_READ_ROW_HITS] += 1
         st[ch, S_DATA_BUS_CYCLES] += p.burst_cycles
         done = clk + p.read_delay
-        a = b.addr[rid]
+        a = b.req[rid, RQ_ADDR]
         r = ht_get(s.rkeys, s.rvals, a)
         ht_del(s.rkeys, s.rvals, a)
         while r >= 0:
-            b.issued[r] = clk
+            b.req[r, RQ_ISSUED] = clk
             _read_returned(s, b, ch, r, done)
             ctl[C_OUTSTANDING_READS] -= 1
-            r = b.dup_next[r]
+            r = b.req[r, RQ_DUP]
         if done > ctl[C_END]:
             ctl[C_END] = done
     elif cmd == WR or cmd == WRA:
         st[ch, S_WR if cmd == WR else S_WRA] += 1
-        if s.hit_count[gb] != 0:
+        if s.bank[gb, BK_HITS] != 0:
             st[ch, S_WRITE_ROW_HITS] += 1
         st[ch, S_DATA_BUS_CYCLES] += p.burst_cycles
         st[ch, S_WRITES_ISSUED] += 1
-        ht_del(s.wkeys, s.wvals, b.addr[rid])
-        b.issued[rid] = clk
+        ht_del(s.wkeys, s.wvals, b.req[rid, RQ_ADDR])
+        b.req[rid, RQ_ISSUED] = clk
         ctl[C_PENDING_WRITES] -= 1
         ctl[C_LAST_WRITE_ISSUE] = clk
     elif cmd == ACT:
         st[ch, S_ACT] += 1
-        h = s.faw_head[rk]
-        if s.faw_n[rk] < 4:
-            s.faw[rk, (h + s.faw_n[rk]) % 4] = clk
-            s.faw_n[rk] += 1
+        h = s.rank[rk, RK_FAW_HEAD]
+        if s.rank[rk, RK_FAW_N] < 4:
+            s.rank[rk, RK_FAW + (h + s.rank[rk, RK_FAW_N]) % 4] = clk
+            s.rank[rk, RK_FAW_N] += 1
         else:
-            s.faw[rk, h] = clk
-            s.faw_head[rk] = (h + 1) % 4
+            s.rank[rk, RK_FAW + h] = clk
+            s.rank[rk, RK_FAW_HEAD] = (h + 1) % 4
     elif cmd == PRE:
         st[ch, S_PRE] += 1
     elif cmd == REF:
@@ -477,54 +513,54 @@ def _issue(p, s, b, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
     _apply_rules(p, s, ch, rank, bg, ba, cmd, clk)
 
     if cmd == ACT:
-        s.open_row[gb] = row
-        s.hit_count[gb] = 0
-        if s.rank_open[rk] == 0:
-            s.rank_since[rk] = clk
-        s.rank_open[rk] += 1
+        s.bank[gb, BK_OPEN_ROW] = row
+        s.bank[gb, BK_HITS] = 0
+        if s.rank[rk, RK_OPEN] == 0:
+            s.rank[rk, RK_SINCE] = clk
+        s.rank[rk, RK_OPEN] += 1
     elif cmd == RD or cmd == WR:
-        s.hit_count[gb] += 1
+        s.bank[gb, BK_HITS] += 1
     elif cmd == RDA or cmd == WRA or cmd == PRE:
-        s.open_row[gb] = -1
-        s.hit_count[gb] = 0
-        s.rank_open[rk] -= 1
-        if s.rank_open[rk] == 0:
-            st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank_since[rk]
+        s.bank[gb, BK_OPEN_ROW] = -1
+        s.bank[gb, BK_HITS] = 0
+        s.rank[rk, RK_OPEN] -= 1
+        if s.rank[rk, RK_OPEN] == 0:
+            st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank[rk, RK_SINCE]
     elif cmd == REF:
         # the refresh of this rank is done: drop it from the refresh FIFO
-        n = s.ref_q_len[ch]
+        n = s.chan[ch, CH_REFQ_LEN]
         for i in range(n):
-            if s.ref_q[ch, i] == rank:
+            if s.chan[ch, CH_REFQ + i] == rank:
                 for j in range(i, n - 1):
-                    s.ref_q[ch, j] = s.ref_q[ch, j + 1]
-                s.ref_q_len[ch] = n - 1
+                    s.chan[ch, CH_REFQ + j] = s.chan[ch, CH_REFQ + j + 1]
+                s.chan[ch, CH_REFQ_LEN] = n - 1
                 break
-        s.in_ref[ch] = 0
+        s.chan[ch, CH_IN_REF] = 0
 
     if cmd == REF:
-        nq = s.cq_len.shape[1]
+        nq = s.queue.shape[1]
         for qq in range(nq):
-            s.q_lb[ch, qq] = 0
+            s.queue[ch, qq, QU_LB] = 0
     else:
-        s.q_lb[ch, _queue_of_bank(p, gb)] = 0
+        s.queue[ch, _queue_of_bank(p, gb), QU_LB] = 0
     if _is_rw(cmd):
-        n = s.cq_len[ch, q]
+        n = s.queue[ch, q, QU_LEN]
         for j in range(k, n - 1):
-            s.cq[ch, q, j] = s.cq[ch, q, j + 1]
-        s.cq_len[ch, q] = n - 1
-        s.cq_total[ch] -= 1
+            s.queue[ch, q, QU_ITEMS + j] = s.queue[ch, q, QU_ITEMS + j + 1]
+        s.queue[ch, q, QU_LEN] = n - 1
+        s.chan[ch, CH_CQ_TOTAL] -= 1
 
 
 @kernel(inline="always")
 def _required(p, s, b, rid):
     """The command a queued request needs next, given its bank's state."""
-    gb = b.bank[rid]
-    orow = s.open_row[gb]
+    gb = b.req[rid, RQ_BANK]
+    orow = s.bank[gb, BK_OPEN_ROW]
     if orow < 0:
         return ACT
-    if b.row[rid] != orow:
+    if b.req[rid, RQ_ROW] != orow:
         return PRE
-    if b.is_write[rid]:
+    if b.req[rid, RQ_WRITE]:
         return WRA if p.close_page else WR
     return RDA if p.close_page else RD
 
@@ -538,15 +574,15 @@ def _first_ready_in_queue(p, s, b, ch, q, clk):
     (precharge arbitration, read-before-write) wait for a queue or bank change instead,
     which resets q_lb.
     """
-    n = s.cq_len[ch, q]
+    n = s.queue[ch, q, QU_LEN]
     lb = INF
     for k in range(n):
-        rid = s.cq[ch, q, k]
-        gb = b.bank[rid]
+        rid = s.queue[ch, q, QU_ITEMS + k]
+        gb = b.req[rid, RQ_BANK]
         need = _required(p, s, b, rid)
-        bt = s.bank_next[gb, need]
+        bt = s.bank[gb, need]
         if need == ACT:
-            f = _faw_ready(p, s, b.ch[rid] * p.ranks + b.rank[rid])
+            f = _faw_ready(p, s, b.req[rid, RQ_CH] * p.ranks + b.req[rid, RQ_RANK])
             if f > bt:
                 bt = f
         if clk < bt:
@@ -554,55 +590,55 @@ def _first_ready_in_queue(p, s, b, ch, q, clk):
                 lb = bt
             continue
         if need == ACT:
-            if s.pim_row[gb] == b.row[rid]:
+            if s.bank[gb, BK_PIM_ROW] == b.req[rid, RQ_ROW]:
                 continue  # the row is open in the PIM buffer: wait for its PIM_PRECHARGE
         elif need == PRE:
             # ArbitratePrecharge: no earlier command to this bank, and either no pending
             # hit on the open row behind it or the row-hit cap reached.
             blocked = False
             for j in range(k):
-                if b.bank[s.cq[ch, q, j]] == gb:
+                if b.req[s.queue[ch, q, QU_ITEMS + j], RQ_BANK] == gb:
                     blocked = True
                     break
             if blocked:
                 continue
-            orow = s.open_row[gb]
+            orow = s.bank[gb, BK_OPEN_ROW]
             hits = False
             for j in range(k, n):
-                r2 = s.cq[ch, q, j]
-                if b.bank[r2] == gb and b.row[r2] == orow:
+                r2 = s.queue[ch, q, QU_ITEMS + j]
+                if b.req[r2, RQ_BANK] == gb and b.req[r2, RQ_ROW] == orow:
                     hits = True
                     break
-            if hits and s.hit_count[gb] < p.row_hit_cap:
+            if hits and s.bank[gb, BK_HITS] < p.row_hit_cap:
                 continue
         elif need == WR or need == WRA:
             # HasRWDependency: an earlier read of the same location goes first
             dep = False
             for j in range(k):
-                r2 = s.cq[ch, q, j]
+                r2 = s.queue[ch, q, QU_ITEMS + j]
                 if (
-                    b.is_write[r2] == 0
-                    and b.row[r2] == b.row[rid]
-                    and b.col[r2] == b.col[rid]
-                    and b.ba[r2] == b.ba[rid]
-                    and b.bg[r2] == b.bg[rid]
+                    b.req[r2, RQ_WRITE] == 0
+                    and b.req[r2, RQ_ROW] == b.req[rid, RQ_ROW]
+                    and b.req[r2, RQ_COL] == b.req[rid, RQ_COL]
+                    and b.req[r2, RQ_BA] == b.req[rid, RQ_BA]
+                    and b.req[r2, RQ_BG] == b.req[rid, RQ_BG]
                 ):
                     dep = True
                     break
             if dep:
                 continue
         return need, k
-    s.q_lb[ch, q] = lb
+    s.queue[ch, q, QU_LB] = lb
     return -1, -1
 
 
 @kernel(inline="always")
 def _queue_in_ref(p, s, ch, q):
-    if s.in_ref[ch] == 0:
+    if s.chan[ch, CH_IN_REF] == 0:
         return False
     if p.per_bank_queues:
-        return q // (p.bankgroups * p.banks_per_group) == s.ref_rank[ch]
-    return q == s.ref_rank[ch]
+        return q // (p.bankgroups * p.banks_per_group) == s.chan[ch, CH_REF_RANK]
+    return q == s.chan[ch, CH_REF_RANK]
 
 
 @kernel(inline="always")
@@ -617,13 +653,13 @@ def _queue_of_bank(p, gb):
 @kernel(inline="always")
 def _command_to_issue(p, s, b, ch, clk):
     """DRAMsim3 GetCommandToIssue: round-robin over the command queues."""
-    nq = s.cq_len.shape[1]
+    nq = s.queue.shape[1]
     for _ in range(nq):
-        q = s.qidx[ch] + 1
+        q = s.chan[ch, CH_QIDX] + 1
         if q == nq:
             q = 0
-        s.qidx[ch] = q
-        if s.cq_len[ch, q] == 0 or s.q_lb[ch, q] > clk or _queue_in_ref(p, s, ch, q):
+        s.chan[ch, CH_QIDX] = q
+        if s.queue[ch, q, QU_LEN] == 0 or s.queue[ch, q, QU_LB] > clk or _queue_in_ref(p, s, ch, q):
             continue
         need, k = _first_ready_in_queue(p, s, b, ch, q, clk)
         if need >= 0:
@@ -634,19 +670,19 @@ def _command_to_issue(p, s, b, ch, clk):
 @kernel(inline="always")
 def _finish_refresh(p, s, ch, clk):
     """DRAMsim3 FinishRefresh: a precharge of an open bank, the refresh, or nothing."""
-    rank = s.ref_q[ch, 0]
-    if s.in_ref[ch] == 0:
-        s.in_ref[ch] = 1
-        s.ref_rank[ch] = rank
-    if s.pim_open[ch * p.ranks + rank] > 0:
+    rank = s.chan[ch, CH_REFQ + 0]
+    if s.chan[ch, CH_IN_REF] == 0:
+        s.chan[ch, CH_IN_REF] = 1
+        s.chan[ch, CH_REF_RANK] = rank
+    if s.rank[ch * p.ranks + rank, RK_PIM_OPEN] > 0:
         return -1, -1  # a GEMV holds PIM rows: its PIM_PRECHARGE comes first
     per_rank = p.bankgroups * p.banks_per_group
     base = (ch * p.ranks + rank) * per_rank
     ready = 0
     for i in range(per_rank):
         gb = base + i
-        need = PRE if s.open_row[gb] >= 0 else REF
-        if clk < s.bank_next[gb, need]:
+        need = PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF
+        if clk < s.bank[gb, need]:
             continue
         if need == PRE:
             return PRE, gb
@@ -659,38 +695,38 @@ def _finish_refresh(p, s, ch, clk):
 @kernel(inline="always")
 def _schedule_transaction(p, s, b, ctl, ch):
     """DRAMsim3 ScheduleTransaction: move one transaction into its command queue."""
-    wl = s.wb_len[ch]
-    if s.write_draining[ch] == 0 and wl > 0:
+    wl = s.chan[ch, CH_WB_LEN]
+    if s.chan[ch, CH_DRAINING] == 0 and wl > 0:
         if (
             wl >= p.write_buffer_size
-            or (wl > p.write_drain_threshold and s.cq_total[ch] == 0)
-            or s.flush[0] != 0
+            or (wl > p.write_drain_threshold and s.chan[ch, CH_CQ_TOTAL] == 0)
+            or s.glob[G_FLUSH] != 0
         ):
-            s.write_draining[ch] = wl
-    draining = s.write_draining[ch] > 0
-    n = wl if draining else s.rq_len[ch]
+            s.chan[ch, CH_DRAINING] = wl
+    draining = s.chan[ch, CH_DRAINING] > 0
+    n = wl if draining else s.chan[ch, CH_RQ_LEN]
     for i in range(n):
-        rid = s.wb[ch, i] if draining else s.rq[ch, i]
-        q = b.queue[rid]
-        if s.cq_len[ch, q] >= p.cmd_queue_size:
+        rid = s.tq[ch, 1, i] if draining else s.tq[ch, 0, i]
+        q = b.req[rid, RQ_QUEUE]
+        if s.queue[ch, q, QU_LEN] >= p.cmd_queue_size:
             continue
         if draining:
-            if ht_get(s.rkeys, s.rvals, b.addr[rid]) >= 0:
+            if ht_get(s.rkeys, s.rvals, b.req[rid, RQ_ADDR]) >= 0:
                 # a pending read of this address goes first: stop draining
-                s.write_draining[ch] = 0
+                s.chan[ch, CH_DRAINING] = 0
                 return True
-            s.write_draining[ch] -= 1
+            s.chan[ch, CH_DRAINING] -= 1
             for j in range(i, n - 1):
-                s.wb[ch, j] = s.wb[ch, j + 1]
-            s.wb_len[ch] = n - 1
+                s.tq[ch, 1, j] = s.tq[ch, 1, j + 1]
+            s.chan[ch, CH_WB_LEN] = n - 1
         else:
             for j in range(i, n - 1):
-                s.rq[ch, j] = s.rq[ch, j + 1]
-            s.rq_len[ch] = n - 1
-        s.cq[ch, q, s.cq_len[ch, q]] = rid
-        s.cq_len[ch, q] += 1
-        s.cq_total[ch] += 1
-        s.q_lb[ch, q] = 0
+                s.tq[ch, 0, j] = s.tq[ch, 0, j + 1]
+            s.chan[ch, CH_RQ_LEN] = n - 1
+        s.queue[ch, q, QU_ITEMS + s.queue[ch, q, QU_LEN]] = rid
+        s.queue[ch, q, QU_LEN] += 1
+        s.chan[ch, CH_CQ_TOTAL] += 1
+        s.queue[ch, q, QU_LB] = 0
         return True
     return False
 
@@ -701,7 +737,7 @@ def _bank_ready(s, first, count, stride, cmd):
     """Latest earliest-issue cycle of `cmd` over `count` banks from `first`."""
     t = 0
     for i in range(count):
-        v = s.bank_next[first + i * stride, cmd]
+        v = s.bank[first + i * stride, cmd]
         if v > t:
             t = v
     return t
@@ -715,8 +751,8 @@ def _hold_pim_units(p, s, ch, rank, until):
     for i in range(per_rank):
         gb = base + i
         for c in (COMP, READRES, COMPS_READRES, PIM_PRECHARGE):
-            if s.bank_next[gb, c] < until:
-                s.bank_next[gb, c] = until
+            if s.bank[gb, c] < until:
+                s.bank[gb, c] = until
 
 
 @kernel
@@ -734,9 +770,9 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
     done = clk
     if cmd == PIM_HEADER:
         st[ch, S_PIM_HEADER] += 1
-        if s.pim_mode[ch] == 0:
-            s.pim_mode[ch] = 1
-            s.pim_since[ch] = clk
+        if s.chan[ch, CH_PIM_MODE] == 0:
+            s.chan[ch, CH_PIM_MODE] = 1
+            s.chan[ch, CH_PIM_SINCE] = clk
     elif cmd == GWRITE:
         st[ch, S_GWRITE] += 1
         st[ch, S_DATA_BUS_CYCLES] += p.gwrite_cycles
@@ -747,15 +783,15 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
         row = pb.row[i]
         for b in range(bpg):
             gb = base + bg * bpg + b
-            s.pim_row[gb] = row
-            s.pim_open[rk] += 1
+            s.bank[gb, BK_PIM_ROW] = row
+            s.rank[rk, RK_PIM_OPEN] += 1
             if not p.pim_dual:
                 # Newton: the PIM row lives in the normal row buffer
-                s.open_row[gb] = row
-                s.hit_count[gb] = 0
-                if s.rank_open[rk] == 0:
-                    s.rank_since[rk] = clk
-                s.rank_open[rk] += 1
+                s.bank[gb, BK_OPEN_ROW] = row
+                s.bank[gb, BK_HITS] = 0
+                if s.rank[rk, RK_OPEN] == 0:
+                    s.rank[rk, RK_SINCE] = clk
+                s.rank[rk, RK_OPEN] += 1
         _apply_rules(p, s, ch, rank, bg, 0, cmd, clk)
     elif cmd == COMP or cmd == READRES or cmd == COMPS_READRES:
         _apply_rules(p, s, ch, rank, 0, 0, cmd, clk)
@@ -779,28 +815,28 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
         st[ch, S_PIM_PRECHARGE] += 1
         for b in range(bpg):
             gb = base + bg * bpg + b
-            if s.pim_row[gb] >= 0:
-                s.pim_row[gb] = -1
-                s.pim_open[rk] -= 1
+            if s.bank[gb, BK_PIM_ROW] >= 0:
+                s.bank[gb, BK_PIM_ROW] = -1
+                s.rank[rk, RK_PIM_OPEN] -= 1
                 if not p.pim_dual:
-                    s.open_row[gb] = -1
-                    s.hit_count[gb] = 0
-                    s.rank_open[rk] -= 1
-                    if s.rank_open[rk] == 0:
-                        st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank_since[rk]
+                    s.bank[gb, BK_OPEN_ROW] = -1
+                    s.bank[gb, BK_HITS] = 0
+                    s.rank[rk, RK_OPEN] -= 1
+                    if s.rank[rk, RK_OPEN] == 0:
+                        st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank[rk, RK_SINCE]
         _apply_rules(p, s, ch, rank, bg, 0, cmd, clk)
         # rows and (single buffer) the whole channel come back to the normal scheduler
-        for q in range(s.q_lb.shape[1]):
-            s.q_lb[ch, q] = 0
-        if s.pim_mode[ch] != 0:
+        for q in range(s.queue.shape[1]):
+            s.queue[ch, q, QU_LB] = 0
+        if s.chan[ch, CH_PIM_MODE] != 0:
             still_open = 0
             for r in range(p.ranks):
-                still_open += s.pim_open[ch * p.ranks + r]
+                still_open += s.rank[ch * p.ranks + r, RK_PIM_OPEN]
             if still_open == 0:
-                s.pim_mode[ch] = 0
-                st[ch, S_PIM_BUSY_CYCLES] += clk - s.pim_since[ch]
+                s.chan[ch, CH_PIM_MODE] = 0
+                st[ch, S_PIM_BUSY_CYCLES] += clk - s.chan[ch, CH_PIM_SINCE]
                 if not p.pim_dual:
-                    st[ch, S_PIM_BLOCKED_CYCLES] += clk - s.pim_since[ch]
+                    st[ch, S_PIM_BLOCKED_CYCLES] += clk - s.chan[ch, CH_PIM_SINCE]
     pb.issued[i] = clk
     pb.done[i] = done
     if done > ctl[C_END]:
@@ -833,30 +869,30 @@ def _pim_step(p, s, b, pb, ctl, log, ch, clk):
         base = (ch * p.ranks + rank) * per_rank
         if cmd == PIM_HEADER:
             # refresh deadline: never start a GEMV that a refresh would cut through
-            if s.ref_q_len[ch] > 0:
+            if s.chan[ch, CH_REFQ_LEN] > 0:
                 return False
             if (
                 p.refresh_policy != REFRESH_OFF
-                and clk + pb.dur[i] > s.next_ref[ch]
+                and clk + pb.dur[i] > s.chan[ch, CH_NEXT_REF]
                 and pb.dur[i] <= p.refresh_interval
             ):
-                pb.lb[ch] = s.next_ref[ch]
+                pb.lb[ch] = s.chan[ch, CH_NEXT_REF]
                 return False
             _pim_issue(p, s, pb, ctl, log, ch, i, clk)
             continue
         if cmd == GWRITE:
             gb = base + pb.bg[i] * bpg + pb.ba[i]
             row = pb.row[i]
-            orow = s.open_row[gb]
+            orow = s.bank[gb, BK_OPEN_ROW]
             if orow != row:
                 if orow >= 0:
-                    t = s.bank_next[gb, PRE]
+                    t = s.bank[gb, PRE]
                     if clk < t:
                         pb.lb[ch] = t
                         return False
                     _issue(p, s, b, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
                     return True
-                t = s.bank_next[gb, ACT]
+                t = s.bank[gb, ACT]
                 f = _faw_ready(p, s, ch * p.ranks + rank)
                 if f > t:
                     t = f
@@ -865,17 +901,17 @@ def _pim_step(p, s, b, pb, ctl, log, ch, clk):
                     return False
                 _issue(p, s, b, ctl, log, ch, ACT, gb, row, 0, -1, -1, -1, clk)
                 return True
-            t = s.bank_next[gb, GWRITE]
+            t = s.bank[gb, GWRITE]
         elif cmd == G_ACT:
             first = base + pb.bg[i] * bpg
             row = pb.row[i]
             lb = INF
             for bb in range(bpg):
                 gb = first + bb
-                orow = s.open_row[gb]
+                orow = s.bank[gb, BK_OPEN_ROW]
                 if orow >= 0 and (orow == row or not p.pim_dual):
                     # the normal row buffer must give the row (dual) or the bank (single) up
-                    t = s.bank_next[gb, PRE]
+                    t = s.bank[gb, PRE]
                     if clk >= t:
                         _issue(p, s, b, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
                         return True
@@ -900,45 +936,45 @@ def _pim_step(p, s, b, pb, ctl, log, ch, clk):
 def _tick_channel(p, s, b, pb, ctl, log, ch, clk):
     """One controller cycle of one channel. Returns True if its state changed."""
     if p.refresh_policy != REFRESH_OFF:
-        while clk >= s.next_ref[ch]:
+        while clk >= s.chan[ch, CH_NEXT_REF]:
             if p.refresh_policy == REFRESH_RANK_STAGGERED:
-                s.ref_q[ch, s.ref_q_len[ch]] = s.ref_next_rank[ch]
-                s.ref_q_len[ch] += 1
-                s.ref_next_rank[ch] = (s.ref_next_rank[ch] + 1) % p.ranks
+                s.chan[ch, CH_REFQ + s.chan[ch, CH_REFQ_LEN]] = s.chan[ch, CH_REF_NEXT_RANK]
+                s.chan[ch, CH_REFQ_LEN] += 1
+                s.chan[ch, CH_REF_NEXT_RANK] = (s.chan[ch, CH_REF_NEXT_RANK] + 1) % p.ranks
             else:
                 for r in range(p.ranks):
-                    s.ref_q[ch, s.ref_q_len[ch]] = r
-                    s.ref_q_len[ch] += 1
-            s.next_ref[ch] += p.refresh_interval
+                    s.chan[ch, CH_REFQ + s.chan[ch, CH_REFQ_LEN]] = r
+                    s.chan[ch, CH_REFQ_LEN] += 1
+            s.chan[ch, CH_NEXT_REF] += p.refresh_interval
     changed = False
     cmd = -1
-    if s.ref_q_len[ch] > 0:
-        was_in_ref = s.in_ref[ch]
+    if s.chan[ch, CH_REFQ_LEN] > 0:
+        was_in_ref = s.chan[ch, CH_IN_REF]
         cmd, gb = _finish_refresh(p, s, ch, clk)
-        changed = was_in_ref != s.in_ref[ch]
+        changed = was_in_ref != s.chan[ch, CH_IN_REF]
         if cmd >= 0:
-            _issue(p, s, b, ctl, log, ch, cmd, gb, s.open_row[gb], 0, -1, -1, -1, clk)
+            _issue(p, s, b, ctl, log, ch, cmd, gb, s.bank[gb, BK_OPEN_ROW], 0, -1, -1, -1, clk)
     if cmd < 0 and pb.pc[ch] < pb.end[ch]:
         pc0 = pb.pc[ch]
         if _pim_step(p, s, b, pb, ctl, log, ch, clk):
             return True
         changed = pb.pc[ch] != pc0
-    if cmd < 0 and (p.pim_dual or s.pim_mode[ch] == 0):
+    if cmd < 0 and (p.pim_dual or s.chan[ch, CH_PIM_MODE] == 0):
         cmd, q, k = _command_to_issue(p, s, b, ch, clk)
         if cmd >= 0:
-            rid = s.cq[ch, q, k]
+            rid = s.queue[ch, q, QU_ITEMS + k]
             if cmd == PRE:
                 s.stats[ch, S_ONDEMAND_PRE] += 1
-            _issue(p, s, b, ctl, log, ch, cmd, b.bank[rid], b.row[rid], b.col[rid], rid, q, k, clk)
+            _issue(p, s, b, ctl, log, ch, cmd, b.req[rid, RQ_BANK], b.req[rid, RQ_ROW], b.req[rid, RQ_COL], rid, q, k, clk)
     if cmd >= 0:
         changed = True
         if p.dual_issue:
             cmd2, q2, k2 = _command_to_issue(p, s, b, ch, clk)
             if cmd2 >= 0 and _is_rw(cmd2) != _is_rw(cmd):
-                rid2 = s.cq[ch, q2, k2]
+                rid2 = s.queue[ch, q2, QU_ITEMS + k2]
                 if cmd2 == PRE:
                     s.stats[ch, S_ONDEMAND_PRE] += 1
-                _issue(p, s, b, ctl, log, ch, cmd2, b.bank[rid2], b.row[rid2], b.col[rid2], rid2, q2, k2, clk)
+                _issue(p, s, b, ctl, log, ch, cmd2, b.req[rid2, RQ_BANK], b.req[rid2, RQ_ROW], b.req[rid2, RQ_COL], rid2, q2, k2, clk)
                 s.stats[ch, S_DUAL_CMDS] += 1
     if _schedule_transaction(p, s, b, ctl, ch):
         changed = True
@@ -948,24 +984,24 @@ def _tick_channel(p, s, b, pb, ctl, log, ch, clk):
 @kernel
 def _next_event(p, s, b, pb, ch, clk):
     """Earliest cycle after clk at which an idle channel's state could change."""
-    t = s.next_ref[ch]
+    t = s.chan[ch, CH_NEXT_REF]
     if pb.pc[ch] < pb.end[ch] and clk < pb.lb[ch] < t:
         t = pb.lb[ch]
-    if s.ref_q_len[ch] > 0:
-        rank = s.ref_q[ch, 0]
+    if s.chan[ch, CH_REFQ_LEN] > 0:
+        rank = s.chan[ch, CH_REFQ + 0]
         per_rank = p.bankgroups * p.banks_per_group
         base = (ch * p.ranks + rank) * per_rank
         for i in range(per_rank):
             gb = base + i
-            bt = s.bank_next[gb, PRE if s.open_row[gb] >= 0 else REF]
+            bt = s.bank[gb, PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF]
             if clk < bt < t:
                 t = bt
-    nq = s.cq_len.shape[1]
+    nq = s.queue.shape[1]
     for q in range(nq):
         # every non-empty queue outside a refresh was scanned this cycle and set q_lb
-        if s.cq_len[ch, q] == 0 or _queue_in_ref(p, s, ch, q):
+        if s.queue[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
             continue
-        bt = s.q_lb[ch, q]
+        bt = s.queue[ch, q, QU_LB]
         if clk < bt < t:
             t = bt
     return t
@@ -974,27 +1010,27 @@ def _next_event(p, s, b, pb, ch, clk):
 @kernel
 def _try_add(p, s, b, ctl, rid, at):
     """WillAcceptTransaction + AddTransaction; `at` is the controller cycle it lands."""
-    ch = b.ch[rid]
-    a = b.addr[rid]
-    if b.is_write[rid]:
-        if s.wb_len[ch] >= p.write_buffer_size:
+    ch = b.req[rid, RQ_CH]
+    a = b.req[rid, RQ_ADDR]
+    if b.req[rid, RQ_WRITE]:
+        if s.chan[ch, CH_WB_LEN] >= p.write_buffer_size:
             return False
-        b.added[rid] = at
+        b.req[rid, RQ_ADDED] = at
         if ht_get(s.wkeys, s.wvals, a) < 0:
             ht_put(s.wkeys, s.wvals, a, rid)
-            s.wb[ch, s.wb_len[ch]] = rid
-            s.wb_len[ch] += 1
+            s.tq[ch, 1, s.chan[ch, CH_WB_LEN]] = rid
+            s.chan[ch, CH_WB_LEN] += 1
             ctl[C_PENDING_WRITES] += 1
         else:
-            b.issued[rid] = -2  # merged into the write already pending
-        b.done[rid] = at + 1  # posted: acknowledged on the next cycle
+            b.req[rid, RQ_ISSUED] = -2  # merged into the write already pending
+        b.req[rid, RQ_DONE] = at + 1  # posted: acknowledged on the next cycle
         s.stats[ch, S_WRITES_DONE] += 1
         if at + 1 > ctl[C_END]:
             ctl[C_END] = at + 1
         return True
-    if s.rq_len[ch] >= p.trans_queue_size:
+    if s.chan[ch, CH_RQ_LEN] >= p.trans_queue_size:
         return False
-    b.added[rid] = at
+    b.req[rid, RQ_ADDED] = at
     if ht_get(s.wkeys, s.wvals, a) >= 0:
         # served from the write buffer
         s.stats[ch, S_READS_FORWARDED] += 1
@@ -1005,12 +1041,12 @@ def _try_add(p, s, b, ctl, rid, at):
     ctl[C_OUTSTANDING_READS] += 1
     head = ht_get(s.rkeys, s.rvals, a)
     if head >= 0:
-        b.dup_next[rid] = b.dup_next[head]
-        b.dup_next[head] = rid
+        b.req[rid, RQ_DUP] = b.req[head, RQ_DUP]
+        b.req[head, RQ_DUP] = rid
     else:
         ht_put(s.rkeys, s.rvals, a, rid)
-        s.rq[ch, s.rq_len[ch]] = rid
-        s.rq_len[ch] += 1
+        s.tq[ch, 0, s.chan[ch, CH_RQ_LEN]] = rid
+        s.chan[ch, CH_RQ_LEN] += 1
     return True
 
 
@@ -1021,10 +1057,10 @@ def _close_active_intervals(s, clk, stats_out):
     for ch in range(nch):
         for i in range(stats_out.shape[1]):
             stats_out[ch, i] = s.stats[ch, i]
-    nr = s.rank_open.shape[0] // nch
-    for rk in range(s.rank_open.shape[0]):
-        if s.rank_open[rk] > 0:
-            stats_out[rk // nr, S_RANK_ACTIVE_CYCLES] += clk - s.rank_since[rk]
+    nr = s.rank.shape[0] // nch
+    for rk in range(s.rank.shape[0]):
+        if s.rank[rk, RK_OPEN] > 0:
+            stats_out[rk // nr, S_RANK_ACTIVE_CYCLES] += clk - s.rank[rk, RK_SINCE]
 
 
 @kernel
@@ -1038,26 +1074,26 @@ def run_requests(p, s, b, pb, ctl, log, stats_at_end):
     last write was acknowledged (before the final write drain), as DRAMsim3 reports them.
     """
     nch = p.channels
-    n = b.addr.shape[0]
+    n = b.req.shape[0]
     log_cap = log.cycle.shape[0]
-    clk = s.clk[0]
+    clk = s.glob[G_CLK]
     for ch in range(nch):
         if pb.pc[ch] < pb.end[ch]:
             t = ctl[C_START] + pb.cycle[pb.pc[ch]]
             if t < clk:
                 t = clk
-            if t < s.wake[ch]:
-                s.wake[ch] = t
+            if t < s.chan[ch, CH_WAKE]:
+                s.chan[ch, CH_WAKE] = t
     while True:
         if ctl[C_LOG_ON] != 0 and ctl[C_LOG_N] + 2 * nch > log_cap:
-            s.clk[0] = clk
+            s.glob[G_CLK] = clk
             return 1
         c = INF
         for ch in range(nch):
-            if s.wake[ch] < c:
-                c = s.wake[ch]
+            if s.chan[ch, CH_WAKE] < c:
+                c = s.chan[ch, CH_WAKE]
         if ctl[C_NEXT_REQ] < n and ctl[C_BLOCKED] == 0:
-            t = ctl[C_START] + b.cycle[ctl[C_NEXT_REQ]]
+            t = ctl[C_START] + b.req[ctl[C_NEXT_REQ], RQ_CYCLE]
             if t < ctl[C_INJECT_AT]:
                 t = ctl[C_INJECT_AT]
             if t < c:
@@ -1065,41 +1101,41 @@ def run_requests(p, s, b, pb, ctl, log, stats_at_end):
         if ctl[C_PHASE] == 1 and c > ctl[C_END]:
             _close_active_intervals(s, ctl[C_END] + 1, stats_at_end)
             ctl[C_PHASE] = 2
-            s.flush[0] = 1
+            s.glob[G_FLUSH] = 1
             for ch in range(nch):
-                if s.wb_len[ch] > 0:
-                    s.wake[ch] = max(clk, ctl[C_END] + 1)
+                if s.chan[ch, CH_WB_LEN] > 0:
+                    s.chan[ch, CH_WAKE] = max(clk, ctl[C_END] + 1)
             continue
         if ctl[C_PHASE] == 2 and ctl[C_PENDING_WRITES] == 0:
-            s.flush[0] = 0
+            s.glob[G_FLUSH] = 0
             ctl[C_PHASE] = 3
-            s.clk[0] = clk
+            s.glob[G_CLK] = clk
             return 0
         if c >= INF:
             # nothing can happen any more (cannot occur with work pending)
-            s.clk[0] = clk
+            s.glob[G_CLK] = clk
             return 0
         ctl[C_STEPS] += 1
         for ch in range(nch):
-            if s.wake[ch] <= c:
+            if s.chan[ch, CH_WAKE] <= c:
                 ctl[C_TICKS] += 1
                 if _tick_channel(p, s, b, pb, ctl, log, ch, c):
-                    s.wake[ch] = c + 1
+                    s.chan[ch, CH_WAKE] = c + 1
                 else:
-                    s.wake[ch] = _next_event(p, s, b, pb, ch, c)
+                    s.chan[ch, CH_WAKE] = _next_event(p, s, b, pb, ch, c)
         # the front end offers requests after the memory ticked
         offered = 0
         ctl[C_BLOCKED] = 0
         while ctl[C_NEXT_REQ] < n and offered < ctl[C_MAX_INJECT]:
             rid = ctl[C_NEXT_REQ]
-            if ctl[C_START] + b.cycle[rid] > c:
+            if ctl[C_START] + b.req[rid, RQ_CYCLE] > c:
                 break
             if not _try_add(p, s, b, ctl, rid, c + 1):
                 ctl[C_BLOCKED] = 1
                 break
-            ch = b.ch[rid]
-            if s.wake[ch] > c + 1:
-                s.wake[ch] = c + 1
+            ch = b.req[rid, RQ_CH]
+            if s.chan[ch, CH_WAKE] > c + 1:
+                s.chan[ch, CH_WAKE] = c + 1
             ctl[C_NEXT_REQ] = rid + 1
             offered += 1
         ctl[C_INJECT_AT] = c + 1
