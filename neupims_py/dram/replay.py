@@ -93,6 +93,7 @@ def replay(
     batch = eng.new_batch(params, addr, is_write, cycle)
     if pim is None:
         pim = eng.new_pim_batch(params)
+    npu = eng.new_npu_tasks()
     start = int(state.clk[0])
     ctl = eng.new_ctl(start, max_inject_per_cycle, log_commands)
     log = eng.new_log(LOG_CHUNK if log_commands else 1)
@@ -101,7 +102,7 @@ def replay(
     hist_before = state.lat_hist.copy()
     chunks = []
     while True:
-        status = eng.run_requests(params, state, batch, pim, ctl, log, stats_at_end)
+        status = eng.run_requests(params, state, batch, pim, npu, ctl, log, stats_at_end)
         if log_commands and ctl[eng.C_LOG_N] > 0:
             n = int(ctl[eng.C_LOG_N])
             if on_log_chunk is not None:

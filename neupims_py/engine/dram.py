@@ -95,7 +95,8 @@ C_PENDING_WRITES = 10  # writes in buffers / command queues, not yet issued
 C_INJECT_AT = 11  # earliest cycle of the next offer (per-cycle quota)
 C_STEPS = 12  # cycles the event loop visited
 C_TICKS = 13  # channel ticks (a channel visited at a cycle)
-NUM_CTL = 14
+C_NPU_PROGRESS = 14  # set when NPU tasks got their start/end cycles during a cycle
+NUM_CTL = 15
 
 
 class DramParams(NamedTuple):
@@ -191,8 +192,10 @@ G_CLK, G_FLUSH = 0, 1
     RQ_ISSUED,
     RQ_DONE,
     RQ_DUP,
-) = range(15)
-RQ_COLS = 15
+    RQ_GROUP,  # NPU task waiting for this read (-1: none)
+    RQ_AFTER,  # NPU task whose end must come before the request is offered (-1: none)
+) = range(17)
+RQ_COLS = 17
 
 
 class DramState(NamedTuple):
@@ -266,6 +269,30 @@ class PimBatch(NamedTuple):
     end: np.ndarray  # [ch] one past the last
     pc: np.ndarray  # [ch] next command to issue
     lb: np.ndarray  # [ch] the head command cannot issue before this cycle (when waiting)
+    after: np.ndarray  # NPU task whose end the command waits for (-1: none)
+
+
+class NpuTasks(NamedTuple):
+    """NPU work coupled to the memory: tasks on resources (systolic arrays, vector units).
+
+    Task g starts when its reads have returned, its resource is free, task dep[g] has
+    ended and the cycle `ready[g]` (relative to the call's start) has come; it then holds
+    its resource for cost[g] cycles. Tasks are scheduled in index order, so dep[g] < g.
+    Requests and PIM commands can wait for a task's end (double buffering, data
+    dependencies) through RQ_AFTER / PimBatch.after.
+    """
+
+    res: np.ndarray
+    cost: np.ndarray
+    dep: np.ndarray
+    ready: np.ndarray
+    reads_left: np.ndarray  # reads not yet returned (initialised from the requests)
+    load_done: np.ndarray  # out: cycle the last read returned (-1: no reads)
+    start: np.ndarray  # out
+    end: np.ndarray  # out (-1 until known)
+    res_free: np.ndarray  # [resource] cycle the resource is free
+    busy: np.ndarray  # [resource] busy cycles
+    next: np.ndarray  # [1] next task to schedule
 
 
 class DramBatch(NamedTuple):
@@ -336,7 +363,9 @@ def new_state(p: DramParams) -> DramState:
     )
 
 
-def new_batch(p: DramParams, addr: np.ndarray, is_write: np.ndarray, cycle: np.ndarray) -> DramBatch:
+def new_batch(
+    p: DramParams, addr: np.ndarray, is_write: np.ndarray, cycle: np.ndarray, group=None, after=None
+) -> DramBatch:
     """Decode byte addresses into (channel, rank, bank group, bank, row, column)."""
     a = np.asarray(addr, dtype=np.int64)
     req = np.full((a.shape[0], RQ_COLS), -1, np.int64)
@@ -358,21 +387,48 @@ def new_batch(p: DramParams, addr: np.ndarray, is_write: np.ndarray, cycle: np.n
         req[:, RQ_QUEUE] = (ra * p.bankgroups + bg) * p.banks_per_group + ba
     else:
         req[:, RQ_QUEUE] = ra
+    if group is not None:
+        req[:, RQ_GROUP] = group
+    if after is not None:
+        req[:, RQ_AFTER] = after
     return DramBatch(req)
 
 
-def new_pim_batch(p: DramParams, ch=(), cmd=(), rank=(), bg=(), ba=(), row=(), k=(), dur=(), cycle=()) -> PimBatch:
+def new_pim_batch(
+    p: DramParams, ch=(), cmd=(), rank=(), bg=(), ba=(), row=(), k=(), dur=(), cycle=(), after=None
+) -> PimBatch:
     """PIM command streams; commands keep their order within a channel."""
     ch = np.asarray(ch, np.int64)
+    if after is None:
+        after = np.full(len(ch), -1, np.int64)
     order = np.argsort(ch, kind="stable")
-    cols = [np.asarray(x, np.int64)[order] if len(ch) else np.zeros(0, np.int64) for x in (cmd, ch, rank, bg, ba, row, k, dur, cycle)]
+    cols = [np.asarray(x, np.int64)[order] if len(ch) else np.zeros(0, np.int64) for x in (cmd, ch, rank, bg, ba, row, k, dur, cycle, after)]
+    after = cols.pop()
     n = len(ch)
     counts = np.bincount(cols[1], minlength=p.channels) if n else np.zeros(p.channels, np.int64)
     end = np.cumsum(counts).astype(np.int64)
     begin = end - counts
     return PimBatch(
         *cols, np.full(n, -1, np.int64), np.full(n, -1, np.int64), begin, end, begin.copy(),
-        np.zeros(p.channels, np.int64),
+        np.zeros(p.channels, np.int64), after,
+    )
+
+
+def new_npu_tasks(res=(), cost=(), dep=None, ready=None, n_resources: int = 1) -> NpuTasks:
+    n = len(res)
+    z = lambda: np.zeros(n, np.int64)  # noqa: E731
+    return NpuTasks(
+        res=np.asarray(res, np.int64),
+        cost=np.asarray(cost, np.int64),
+        dep=np.full(n, -1, np.int64) if dep is None else np.asarray(dep, np.int64),
+        ready=z() if ready is None else np.asarray(ready, np.int64),
+        reads_left=z(),
+        load_done=np.full(n, -1, np.int64),
+        start=np.full(n, -1, np.int64),
+        end=np.full(n, -1, np.int64),
+        res_free=np.zeros(n_resources, np.int64),
+        busy=np.zeros(n_resources, np.int64),
+        next=np.zeros(1, np.int64),
     )
 
 
@@ -458,8 +514,48 @@ def _read_returned(s, b, ch, rid, done):
     b.req[rid, RQ_DONE] = done
 
 
+
 @kernel
-def _issue(p, s, b, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
+def _npu_advance(nt, ctl):
+    """Give start/end cycles to the tasks, in order, whose inputs are all known."""
+    g = nt.next[0]
+    n = nt.res.shape[0]
+    while g < n:
+        if nt.reads_left[g] > 0:
+            break
+        t = ctl[C_START] + nt.ready[g]
+        if nt.load_done[g] > t:
+            t = nt.load_done[g]
+        r = nt.res[g]
+        if nt.res_free[r] > t:
+            t = nt.res_free[r]
+        d = nt.dep[g]
+        if d >= 0 and nt.end[d] > t:
+            t = nt.end[d]
+        nt.start[g] = t
+        nt.end[g] = t + nt.cost[g]
+        nt.res_free[r] = t + nt.cost[g]
+        nt.busy[r] += nt.cost[g]
+        if t + nt.cost[g] > ctl[C_END]:
+            ctl[C_END] = t + nt.cost[g]
+        ctl[C_NPU_PROGRESS] = 1
+        g += 1
+    nt.next[0] = g
+
+
+@kernel
+def _read_for_task(nt, ctl, g, done):
+    if g < 0:
+        return
+    if done > nt.load_done[g]:
+        nt.load_done[g] = done
+    nt.reads_left[g] -= 1
+    if nt.reads_left[g] == 0:
+        _npu_advance(nt, ctl)
+
+
+@kernel
+def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
     """Issue one normal DRAM command (request `rid` at queue position (q, k), or -1 for
     refresh / PIM housekeeping): results, statistics, timing, bank state, queues."""
     per_rank = p.bankgroups * p.banks_per_group
@@ -483,6 +579,7 @@ def _issue(p, s, b, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
             b.req[r, RQ_ISSUED] = clk
             _read_returned(s, b, ch, r, done)
             ctl[C_OUTSTANDING_READS] -= 1
+            _read_for_task(nt, ctl, b.req[r, RQ_GROUP], done)
             r = b.req[r, RQ_DUP]
         if done > ctl[C_END]:
             ctl[C_END] = done
@@ -845,7 +942,7 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
 
 
 @kernel
-def _pim_step(p, s, b, pb, ctl, log, ch, clk):
+def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
     """Advance the channel's PIM stream by at most one bus command at clk.
 
     Returns True if a command issued on the command bus (then no normal command issues
@@ -861,6 +958,12 @@ def _pim_step(p, s, b, pb, ctl, log, ch, clk):
         if i >= pb.end[ch]:
             return False
         t0 = pb.cycle[i] + ctl[C_START]
+        a = pb.after[i]
+        if a >= 0:
+            if nt.end[a] < 0:
+                return False  # waits for an NPU task (woken when tasks progress)
+            if nt.end[a] > t0:
+                t0 = nt.end[a]
         if clk < t0:
             pb.lb[ch] = t0
             return False
@@ -890,7 +993,7 @@ def _pim_step(p, s, b, pb, ctl, log, ch, clk):
                     if clk < t:
                         pb.lb[ch] = t
                         return False
-                    _issue(p, s, b, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
+                    _issue(p, s, b, nt, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
                     return True
                 t = s.bank[gb, ACT]
                 f = _faw_ready(p, s, ch * p.ranks + rank)
@@ -899,7 +1002,7 @@ def _pim_step(p, s, b, pb, ctl, log, ch, clk):
                 if clk < t:
                     pb.lb[ch] = t
                     return False
-                _issue(p, s, b, ctl, log, ch, ACT, gb, row, 0, -1, -1, -1, clk)
+                _issue(p, s, b, nt, ctl, log, ch, ACT, gb, row, 0, -1, -1, -1, clk)
                 return True
             t = s.bank[gb, GWRITE]
         elif cmd == G_ACT:
@@ -913,7 +1016,7 @@ def _pim_step(p, s, b, pb, ctl, log, ch, clk):
                     # the normal row buffer must give the row (dual) or the bank (single) up
                     t = s.bank[gb, PRE]
                     if clk >= t:
-                        _issue(p, s, b, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
+                        _issue(p, s, b, nt, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
                         return True
                     if t < lb:
                         lb = t
@@ -933,7 +1036,7 @@ def _pim_step(p, s, b, pb, ctl, log, ch, clk):
 
 
 @kernel
-def _tick_channel(p, s, b, pb, ctl, log, ch, clk):
+def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
     """One controller cycle of one channel. Returns True if its state changed."""
     if p.refresh_policy != REFRESH_OFF:
         while clk >= s.chan[ch, CH_NEXT_REF]:
@@ -953,10 +1056,10 @@ def _tick_channel(p, s, b, pb, ctl, log, ch, clk):
         cmd, gb = _finish_refresh(p, s, ch, clk)
         changed = was_in_ref != s.chan[ch, CH_IN_REF]
         if cmd >= 0:
-            _issue(p, s, b, ctl, log, ch, cmd, gb, s.bank[gb, BK_OPEN_ROW], 0, -1, -1, -1, clk)
+            _issue(p, s, b, nt, ctl, log, ch, cmd, gb, s.bank[gb, BK_OPEN_ROW], 0, -1, -1, -1, clk)
     if cmd < 0 and pb.pc[ch] < pb.end[ch]:
         pc0 = pb.pc[ch]
-        if _pim_step(p, s, b, pb, ctl, log, ch, clk):
+        if _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
             return True
         changed = pb.pc[ch] != pc0
     if cmd < 0 and (p.pim_dual or s.chan[ch, CH_PIM_MODE] == 0):
@@ -965,7 +1068,7 @@ def _tick_channel(p, s, b, pb, ctl, log, ch, clk):
             rid = s.queue[ch, q, QU_ITEMS + k]
             if cmd == PRE:
                 s.stats[ch, S_ONDEMAND_PRE] += 1
-            _issue(p, s, b, ctl, log, ch, cmd, b.req[rid, RQ_BANK], b.req[rid, RQ_ROW], b.req[rid, RQ_COL], rid, q, k, clk)
+            _issue(p, s, b, nt, ctl, log, ch, cmd, b.req[rid, RQ_BANK], b.req[rid, RQ_ROW], b.req[rid, RQ_COL], rid, q, k, clk)
     if cmd >= 0:
         changed = True
         if p.dual_issue:
@@ -974,7 +1077,7 @@ def _tick_channel(p, s, b, pb, ctl, log, ch, clk):
                 rid2 = s.queue[ch, q2, QU_ITEMS + k2]
                 if cmd2 == PRE:
                     s.stats[ch, S_ONDEMAND_PRE] += 1
-                _issue(p, s, b, ctl, log, ch, cmd2, b.req[rid2, RQ_BANK], b.req[rid2, RQ_ROW], b.req[rid2, RQ_COL], rid2, q2, k2, clk)
+                _issue(p, s, b, nt, ctl, log, ch, cmd2, b.req[rid2, RQ_BANK], b.req[rid2, RQ_ROW], b.req[rid2, RQ_COL], rid2, q2, k2, clk)
                 s.stats[ch, S_DUAL_CMDS] += 1
     if _schedule_transaction(p, s, b, ctl, ch):
         changed = True
@@ -1008,7 +1111,7 @@ def _next_event(p, s, b, pb, ch, clk):
 
 
 @kernel
-def _try_add(p, s, b, ctl, rid, at):
+def _try_add(p, s, b, nt, ctl, rid, at):
     """WillAcceptTransaction + AddTransaction; `at` is the controller cycle it lands."""
     ch = b.req[rid, RQ_CH]
     a = b.req[rid, RQ_ADDR]
@@ -1035,6 +1138,7 @@ def _try_add(p, s, b, ctl, rid, at):
         # served from the write buffer
         s.stats[ch, S_READS_FORWARDED] += 1
         _read_returned(s, b, ch, rid, at + 1)
+        _read_for_task(nt, ctl, b.req[rid, RQ_GROUP], at + 1)
         if at + 1 > ctl[C_END]:
             ctl[C_END] = at + 1
         return True
@@ -1064,10 +1168,10 @@ def _close_active_intervals(s, clk, stats_out):
 
 
 @kernel
-def run_requests(p, s, b, pb, ctl, log, stats_at_end):
-    """Replay the batch (normal requests `b`, PIM command streams `pb`) until every read
-    returned, every write was accepted and every PIM command issued, then drain the
-    buffered writes. Returns 0 when finished, 1 when the command log is full (drain it, reset
+def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
+    """Replay the batch (normal requests `b`, PIM command streams `pb`, NPU tasks `nt`)
+    until every read returned, every write was accepted, every PIM command issued and
+    every NPU task was scheduled, then drain the buffered writes. Returns 0 when finished, 1 when the command log is full (drain it, reset
     ctl[C_LOG_N] and call again: the state carries on).
 
     ``stats_at_end`` receives the counters at the cycle the last read returned or the
@@ -1077,6 +1181,11 @@ def run_requests(p, s, b, pb, ctl, log, stats_at_end):
     n = b.req.shape[0]
     log_cap = log.cycle.shape[0]
     clk = s.glob[G_CLK]
+    for rid in range(n):
+        g = b.req[rid, RQ_GROUP]
+        if g >= 0:
+            nt.reads_left[g] += 1
+    _npu_advance(nt, ctl)
     for ch in range(nch):
         if pb.pc[ch] < pb.end[ch]:
             t = ctl[C_START] + pb.cycle[pb.pc[ch]]
@@ -1119,18 +1228,27 @@ def run_requests(p, s, b, pb, ctl, log, stats_at_end):
         for ch in range(nch):
             if s.chan[ch, CH_WAKE] <= c:
                 ctl[C_TICKS] += 1
-                if _tick_channel(p, s, b, pb, ctl, log, ch, c):
+                if _tick_channel(p, s, b, pb, nt, ctl, log, ch, c):
                     s.chan[ch, CH_WAKE] = c + 1
                 else:
                     s.chan[ch, CH_WAKE] = _next_event(p, s, b, pb, ch, c)
         # the front end offers requests after the memory ticked
         offered = 0
         ctl[C_BLOCKED] = 0
+        next_at = c + 1
         while ctl[C_NEXT_REQ] < n and offered < ctl[C_MAX_INJECT]:
             rid = ctl[C_NEXT_REQ]
             if ctl[C_START] + b.req[rid, RQ_CYCLE] > c:
                 break
-            if not _try_add(p, s, b, ctl, rid, c + 1):
+            a = b.req[rid, RQ_AFTER]
+            if a >= 0:
+                if nt.end[a] < 0:
+                    ctl[C_BLOCKED] = 1  # its buffer frees when task a ends: not known yet
+                    break
+                if nt.end[a] > c:
+                    next_at = nt.end[a]
+                    break
+            if not _try_add(p, s, b, nt, ctl, rid, c + 1):
                 ctl[C_BLOCKED] = 1
                 break
             ch = b.req[rid, RQ_CH]
@@ -1138,8 +1256,19 @@ def run_requests(p, s, b, pb, ctl, log, stats_at_end):
                 s.chan[ch, CH_WAKE] = c + 1
             ctl[C_NEXT_REQ] = rid + 1
             offered += 1
-        ctl[C_INJECT_AT] = c + 1
-        if ctl[C_PHASE] == 0 and ctl[C_NEXT_REQ] == n and ctl[C_OUTSTANDING_READS] == 0:
+        ctl[C_INJECT_AT] = next_at
+        if ctl[C_NPU_PROGRESS] != 0:
+            # PIM streams waiting for an NPU task may go now
+            ctl[C_NPU_PROGRESS] = 0
+            for ch in range(nch):
+                if pb.pc[ch] < pb.end[ch] and s.chan[ch, CH_WAKE] > c + 1:
+                    s.chan[ch, CH_WAKE] = c + 1
+        if (
+            ctl[C_PHASE] == 0
+            and ctl[C_NEXT_REQ] == n
+            and ctl[C_OUTSTANDING_READS] == 0
+            and nt.next[0] == nt.res.shape[0]
+        ):
             pim_left = False
             for ch in range(nch):
                 if pb.pc[ch] < pb.end[ch]:
