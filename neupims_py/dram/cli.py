@@ -81,48 +81,26 @@ def run(args) -> int:
     if args.max_inject_per_cycle < 1:
         raise UserError("must be at least 1", field="--max-inject-per-cycle")
     json_path = _output_path(args.json, "--json") if args.json else None
-    cmd_dir = _output_path(args.cmd_trace, "--cmd-trace", directory=True) if args.cmd_trace else None
+    cmd_dir = None
+    if args.cmd_trace:
+        cmd_dir = _output_path(args.cmd_trace, "--cmd-trace", directory=True)
     hw = load_hw(args.hw, args.overrides)
     mem = hw.memory
 
-    start = time.perf_counter()
-    trace = read_trace(args.trace, args.format)
-    parse_s = time.perf_counter() - start
+    trace, parse_s = _timed(read_trace, args.trace, args.format)
     check_capacity(trace, mem, args.trace)
-
     params = lower_memory(mem)
-    start = time.perf_counter()
     empty = np.zeros(0, np.int64)
-    replay(params, empty, empty.astype(bool), empty)  # loads (or compiles) the engine
-    load_s = time.perf_counter() - start
-    writer = CommandTraceWriter(cmd_dir, mem.geometry.channels) if cmd_dir else None
-    start = time.perf_counter()
-    try:
-        result = replay(
-            params,
-            trace.addr,
-            trace.is_write,
-            trace.cycle,
-            max_inject_per_cycle=args.max_inject_per_cycle,
-            log_commands=writer is not None,
-            clock_mhz=mem.clock_mhz,
-            burst_bytes=mem.geometry.burst_bytes,
-            on_log_chunk=writer.write if writer else None,
-        )
-    except BaseException:
-        if writer:
-            writer.discard()
-        raise
-    if writer:
-        writer.commit()
-    wall_s = time.perf_counter() - start
+    # Load (or compile) the engine first, so the replay's time is the simulation's alone.
+    _, load_s = _timed(replay, params, empty, empty.astype(bool), empty)
+    result, wall_s = _timed(_replay, params, mem, trace, args.max_inject_per_cycle, cmd_dir)
 
     summary = result.summary()
     channels = summary.pop("channels")
     n = len(trace.addr)
     report = {
         "trace": str(args.trace),
-        "format": args.format,
+        "format": trace.format,
         "hw": hw.name,
         "overrides": list(args.overrides),
         "requests": n,
@@ -140,6 +118,36 @@ def run(args) -> int:
     if cmd_dir:
         print(f"wrote {mem.geometry.channels} command traces to {cmd_dir}/")
     return 0
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def _replay(params, mem, trace: DramTrace, max_inject: int, cmd_dir: Path | None):
+    """The replay, streaming the command log to `cmd_dir` when given (all or nothing)."""
+    writer = CommandTraceWriter(cmd_dir, mem.geometry.channels) if cmd_dir else None
+    try:
+        result = replay(
+            params,
+            trace.addr,
+            trace.is_write,
+            trace.cycle,
+            max_inject_per_cycle=max_inject,
+            log_commands=writer is not None,
+            clock_mhz=mem.clock_mhz,
+            burst_bytes=mem.geometry.burst_bytes,
+            on_log_chunk=writer.write if writer else None,
+        )
+    except BaseException:
+        if writer:
+            writer.discard()
+        raise
+    if writer:
+        writer.commit()
+    return result
 
 
 def check_capacity(trace: DramTrace, mem, name: str) -> None:
@@ -163,8 +171,8 @@ def format_report(report: dict, mem) -> str:
     g = mem.geometry
     last_write = t["last_write_issue_cycle"]
     lines = [
-        f"{report['trace']} ({report['requests']:,} requests) on {report['hw']}: "
-        f"{mem.protocol}, {g.channels} channels, {mem.clock_mhz:g} MHz",
+        f"{report['trace']} ({report['format']}, {report['requests']:,} requests) "
+        f"on {report['hw']}: {mem.protocol}, {g.channels} channels, {mem.clock_mhz:g} MHz",
         f"cycles {t['cycles']:,}; last buffered write issued at cycle "
         + (f"{last_write:,}" if last_write >= 0 else "- (no writes)"),
         "",
@@ -180,9 +188,10 @@ def format_report(report: dict, mem) -> str:
         )
     lines += [
         "",
-        f"parse {report['parse_seconds']:.3f} s; engine load {report['engine_load_seconds']:.3f} s; "
-        f"replay {report['wall_seconds']:.3f} s wall ({report['requests_per_second']:,.0f} "
-        "requests/s)",
+        f"parse {report['parse_seconds']:.3f} s; "
+        f"engine load {report['engine_load_seconds']:.3f} s; "
+        f"replay {report['wall_seconds']:.3f} s wall "
+        f"({report['requests_per_second']:,.0f} requests/s)",
     ]
     return "\n".join(lines)
 
@@ -224,7 +233,9 @@ class CommandTraceWriter:
         self.directory = directory
         self.stage = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         self.names = [CMD_TRACE_NAME.format(ch) for ch in range(channels)]
-        self.files = [open(self.stage / n, "w", encoding="ascii", newline="\n") for n in self.names]
+        self.files = [
+            open(self.stage / n, "w", encoding="ascii", newline="\n") for n in self.names
+        ]
 
     def write(self, log, n: int) -> None:
         ch = log.ch[:n]

@@ -22,6 +22,7 @@ class DramTrace(NamedTuple):
     is_write: np.ndarray  # bool
     cycle: np.ndarray  # int64 earliest cycle the front end may offer the request
     line: np.ndarray  # int64 1-based line of the request in its file
+    format: str  # the key of FORMATS it was read as
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +186,7 @@ class _Parser:
                 f"(line {line[i - 1]}); requests must come in non-decreasing cycle order: "
                 "sort the trace by cycle with a stable sort (same-cycle requests keep their order)",
             )
-        return DramTrace(addr=addr, is_write=is_write, cycle=cycle, line=line)
+        return DramTrace(addr=addr, is_write=is_write, cycle=cycle, line=line, format=spec.name)
 
     def _is_header(self, first_and_last) -> bool:
         """A CSV's first line is a header when neither its first nor its last field starts
@@ -233,13 +234,16 @@ class _Parser:
         first = width - lengths  # right-aligned: column j has the same weight in every token
         n = len(starts)
         at = ends + (_PAD - width)  # column j's byte in the padded buffer: at + j
-        char = np.empty(n, np.intp)  # scratch reused by every column: no allocation per column
+        # Scratch reused by every column: no allocation (and page faults) per column.
+        byte = np.empty(n, np.uint8)
+        char = np.empty(n, np.intp)
         digit = np.empty(n, np.uint8)
         mask = np.empty(n, bool)
         value = np.zeros(n, np.uint64)
         ubase = np.uint64(base)
         for j in range(width):
-            np.take(self.padded, at, out=char)
+            np.take(self.padded, at, out=byte)
+            np.copyto(char, byte)
             np.take(_DIGIT, char, out=digit)
             np.greater(first, j, out=mask)  # before the token's first digit
             np.putmask(digit, mask, 0)
@@ -254,15 +258,14 @@ class _Parser:
     def _addresses(self, starts, ends):
         lengths = ends - starts
         at = starts + _PAD
-        prefixed = (
-            (lengths >= 2) & (self.padded[at] == ord("0")) & (_UPPER[self.padded[at + 1]] == ord("X"))
-        )
+        x = _UPPER[self.padded[at + 1]] == ord("X")
+        prefixed = (lengths >= 2) & (self.padded[at] == ord("0")) & x
         hex_starts = starts + 2 * prefixed
         if self.spec.decimal_addresses:
             addr = np.zeros(len(starts), np.int64)
             bad = np.zeros(len(starts), bool)
-            for rows, base, first in ((prefixed, 16, hex_starts), (~prefixed, 10, starts)):
-                addr[rows], bad[rows] = self._number(first[rows], ends[rows], base)
+            for rows, base, begin in ((prefixed, 16, hex_starts), (~prefixed, 10, starts)):
+                addr[rows], bad[rows] = self._number(begin[rows], ends[rows], base)
             what, fix = "a decimal or 0x-hex number", "write it as e.g. 8000 or 0x1f40"
         else:
             addr, bad = self._number(hex_starts, ends, 16)

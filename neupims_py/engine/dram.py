@@ -81,18 +81,18 @@ S_PIM_BUSY_CYCLES = int(Stat.PIM_BUSY_CYCLES)
 S_PIM_BLOCKED_CYCLES = int(Stat.PIM_BLOCKED_CYCLES)
 
 # Run-control scalars (``RunCtl``): one int64 array per call.
-C_NEXT_REQ = 0  # index of the next request the front end offers
+C_UNUSED0 = 0
 C_OUTSTANDING_READS = 1  # reads accepted and not yet given a return cycle
 C_PHASE = 2  # 0 running, 1 all reads issued: run to END, 2 flushing writes, 3 done
 C_END = 3  # cycle the last read returned / last write was acknowledged
 C_LAST_WRITE_ISSUE = 4  # cycle the last buffered write was issued
 C_MAX_INJECT = 5  # requests the front end may offer per cycle
 C_START = 6  # cycle of request time 0
-C_BLOCKED = 7  # 1 while the head request waits for room in its channel
+C_UNUSED7 = 7
 C_LOG_N = 8  # commands recorded in the log so far
 C_LOG_ON = 9
 C_PENDING_WRITES = 10  # writes in buffers / command queues, not yet issued
-C_INJECT_AT = 11  # earliest cycle of the next offer (per-cycle quota)
+C_UNUSED11 = 11
 C_STEPS = 12  # cycles the event loop visited
 C_TICKS = 13  # channel ticks (a channel visited at a cycle)
 C_NPU_PROGRESS = 14  # set when NPU tasks got their start/end cycles during a cycle
@@ -290,15 +290,23 @@ class NpuTasks(NamedTuple):
     load_done: np.ndarray  # out: cycle the last read returned (-1: no reads)
     start: np.ndarray  # out
     end: np.ndarray  # out (-1 until known)
-    res_free: np.ndarray  # [resource] cycle the resource is free
+    res_free: np.ndarray  # [resource] cycle the resource is free; the extra last slot holds
+    # the latest end so far, which a join task (resource -1) waits for
     busy: np.ndarray  # [resource] busy cycles
     next: np.ndarray  # [1] next task to schedule
+
+
+# Front-end streams: inj[stream, IJ_*]. One stream offers requests in trace order (a
+# DRAMsim3 trace replay: a request that cannot enter blocks the ones behind it); with one
+# stream per channel (an NPU's DMA engines) only that channel's requests wait.
+IJ_NEXT, IJ_END, IJ_BLOCKED, IJ_AT = 0, 1, 2, 3
 
 
 class DramBatch(NamedTuple):
     """One call's requests, decoded, and their results: req[request, RQ_*] (-1 = not yet)."""
 
     req: np.ndarray
+    inj: np.ndarray  # [stream, IJ_*]: next request, end, blocked flag, earliest next offer
 
     @property
     def added(self):  # cycle accepted by the controller
@@ -364,9 +372,18 @@ def new_state(p: DramParams) -> DramState:
 
 
 def new_batch(
-    p: DramParams, addr: np.ndarray, is_write: np.ndarray, cycle: np.ndarray, group=None, after=None
+    p: DramParams,
+    addr: np.ndarray,
+    is_write: np.ndarray,
+    cycle: np.ndarray,
+    group=None,
+    after=None,
+    per_channel: bool = False,
 ) -> DramBatch:
-    """Decode byte addresses into (channel, rank, bank group, bank, row, column)."""
+    """Decode byte addresses into (channel, rank, bank group, bank, row, column).
+
+    per_channel: one front-end stream per channel (requests reordered by channel, order
+    kept within a channel) instead of one stream in the given order."""
     a = np.asarray(addr, dtype=np.int64)
     req = np.full((a.shape[0], RQ_COLS), -1, np.int64)
     ch = (a >> p.ch_shift) & p.ch_mask
@@ -391,7 +408,17 @@ def new_batch(
         req[:, RQ_GROUP] = group
     if after is not None:
         req[:, RQ_AFTER] = after
-    return DramBatch(req)
+    if per_channel:
+        req = req[np.argsort(ch, kind="stable")]
+        counts = np.bincount(req[:, RQ_CH], minlength=p.channels) if len(req) else np.zeros(p.channels, np.int64)
+        end = np.cumsum(counts)
+        inj = np.zeros((p.channels, 4), np.int64)
+        inj[:, IJ_NEXT] = end - counts
+        inj[:, IJ_END] = end
+    else:
+        inj = np.zeros((1, 4), np.int64)
+        inj[0, IJ_END] = len(req)
+    return DramBatch(req, inj)
 
 
 def new_pim_batch(
@@ -426,8 +453,8 @@ def new_npu_tasks(res=(), cost=(), dep=None, ready=None, n_resources: int = 1) -
         load_done=np.full(n, -1, np.int64),
         start=np.full(n, -1, np.int64),
         end=np.full(n, -1, np.int64),
-        res_free=np.zeros(n_resources, np.int64),
-        busy=np.zeros(n_resources, np.int64),
+        res_free=np.zeros(n_resources + 1, np.int64),
+        busy=np.zeros(n_resources + 1, np.int64),
         next=np.zeros(1, np.int64),
     )
 
@@ -441,7 +468,6 @@ def new_ctl(start: int, max_inject: int, log_on: bool) -> np.ndarray:
     ctl[C_MAX_INJECT] = max_inject
     ctl[C_START] = start
     ctl[C_LOG_ON] = 1 if log_on else 0
-    ctl[C_INJECT_AT] = start
     return ctl
 
 
@@ -527,15 +553,21 @@ def _npu_advance(nt, ctl):
         if nt.load_done[g] > t:
             t = nt.load_done[g]
         r = nt.res[g]
+        last = nt.res_free.shape[0] - 1
+        if r < 0:
+            r = last  # join: after every earlier task
         if nt.res_free[r] > t:
             t = nt.res_free[r]
         d = nt.dep[g]
         if d >= 0 and nt.end[d] > t:
             t = nt.end[d]
+        e = t + nt.cost[g]
         nt.start[g] = t
-        nt.end[g] = t + nt.cost[g]
-        nt.res_free[r] = t + nt.cost[g]
+        nt.end[g] = e
+        nt.res_free[r] = e
         nt.busy[r] += nt.cost[g]
+        if e > nt.res_free[last]:
+            nt.res_free[last] = e
         if t + nt.cost[g] > ctl[C_END]:
             ctl[C_END] = t + nt.cost[g]
         ctl[C_NPU_PROGRESS] = 1
@@ -1155,6 +1187,41 @@ def _try_add(p, s, b, nt, ctl, rid, at):
 
 
 @kernel
+def _offer(p, s, b, nt, ctl, c):
+    """The front end at cycle c (after the memory ticked): each stream offers up to
+    C_MAX_INJECT requests in order; returns how many requests are still to offer."""
+    left = 0
+    for k in range(b.inj.shape[0]):
+        offered = 0
+        b.inj[k, IJ_BLOCKED] = 0
+        at = c + 1
+        while b.inj[k, IJ_NEXT] < b.inj[k, IJ_END] and offered < ctl[C_MAX_INJECT]:
+            rid = b.inj[k, IJ_NEXT]
+            t = ctl[C_START] + b.req[rid, RQ_CYCLE]
+            if t > c:
+                break
+            a = b.req[rid, RQ_AFTER]
+            if a >= 0:
+                if nt.end[a] < 0:
+                    b.inj[k, IJ_BLOCKED] = 1  # its buffer frees when task a ends: not known yet
+                    break
+                if nt.end[a] > c:
+                    at = nt.end[a]
+                    break
+            if not _try_add(p, s, b, nt, ctl, rid, c + 1):
+                b.inj[k, IJ_BLOCKED] = 1
+                break
+            ch = b.req[rid, RQ_CH]
+            if s.chan[ch, CH_WAKE] > c + 1:
+                s.chan[ch, CH_WAKE] = c + 1
+            b.inj[k, IJ_NEXT] = rid + 1
+            offered += 1
+        b.inj[k, IJ_AT] = at
+        left += b.inj[k, IJ_END] - b.inj[k, IJ_NEXT]
+    return left
+
+
+@kernel
 def _close_active_intervals(s, clk, stats_out):
     """Stats snapshot with the rank-active intervals still open at clk counted to clk."""
     nch = stats_out.shape[0]
@@ -1186,6 +1253,9 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
         if g >= 0:
             nt.reads_left[g] += 1
     _npu_advance(nt, ctl)
+    for k in range(b.inj.shape[0]):
+        if b.inj[k, IJ_AT] < clk:
+            b.inj[k, IJ_AT] = clk
     for ch in range(nch):
         if pb.pc[ch] < pb.end[ch]:
             t = ctl[C_START] + pb.cycle[pb.pc[ch]]
@@ -1201,12 +1271,13 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
         for ch in range(nch):
             if s.chan[ch, CH_WAKE] < c:
                 c = s.chan[ch, CH_WAKE]
-        if ctl[C_NEXT_REQ] < n and ctl[C_BLOCKED] == 0:
-            t = ctl[C_START] + b.req[ctl[C_NEXT_REQ], RQ_CYCLE]
-            if t < ctl[C_INJECT_AT]:
-                t = ctl[C_INJECT_AT]
-            if t < c:
-                c = t
+        for k in range(b.inj.shape[0]):
+            if b.inj[k, IJ_NEXT] < b.inj[k, IJ_END] and b.inj[k, IJ_BLOCKED] == 0:
+                t = ctl[C_START] + b.req[b.inj[k, IJ_NEXT], RQ_CYCLE]
+                if t < b.inj[k, IJ_AT]:
+                    t = b.inj[k, IJ_AT]
+                if t < c:
+                    c = t
         if ctl[C_PHASE] == 1 and c > ctl[C_END]:
             _close_active_intervals(s, ctl[C_END] + 1, stats_at_end)
             ctl[C_PHASE] = 2
@@ -1233,30 +1304,7 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
                 else:
                     s.chan[ch, CH_WAKE] = _next_event(p, s, b, pb, ch, c)
         # the front end offers requests after the memory ticked
-        offered = 0
-        ctl[C_BLOCKED] = 0
-        next_at = c + 1
-        while ctl[C_NEXT_REQ] < n and offered < ctl[C_MAX_INJECT]:
-            rid = ctl[C_NEXT_REQ]
-            if ctl[C_START] + b.req[rid, RQ_CYCLE] > c:
-                break
-            a = b.req[rid, RQ_AFTER]
-            if a >= 0:
-                if nt.end[a] < 0:
-                    ctl[C_BLOCKED] = 1  # its buffer frees when task a ends: not known yet
-                    break
-                if nt.end[a] > c:
-                    next_at = nt.end[a]
-                    break
-            if not _try_add(p, s, b, nt, ctl, rid, c + 1):
-                ctl[C_BLOCKED] = 1
-                break
-            ch = b.req[rid, RQ_CH]
-            if s.chan[ch, CH_WAKE] > c + 1:
-                s.chan[ch, CH_WAKE] = c + 1
-            ctl[C_NEXT_REQ] = rid + 1
-            offered += 1
-        ctl[C_INJECT_AT] = next_at
+        left = _offer(p, s, b, nt, ctl, c)
         if ctl[C_NPU_PROGRESS] != 0:
             # PIM streams waiting for an NPU task may go now
             ctl[C_NPU_PROGRESS] = 0
@@ -1265,7 +1313,7 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
                     s.chan[ch, CH_WAKE] = c + 1
         if (
             ctl[C_PHASE] == 0
-            and ctl[C_NEXT_REQ] == n
+            and left == 0
             and ctl[C_OUTSTANDING_READS] == 0
             and nt.next[0] == nt.res.shape[0]
         ):

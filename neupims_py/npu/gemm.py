@@ -89,7 +89,8 @@ def gemm_schedule_reference(m: int, k: int, n: int, batch: int, m_tile: int, arr
     offset) instead of the kernel's per-tile closed form; the two must agree exactly.
     """
     fill = array_rows + array_cols - 2
-    passes: list[list[tuple[int, int, int]]] = [[] for _ in range(arrays)]  # (start, stream, finish)
+    # per array, its passes so far as (start, stream, finish)
+    passes: list[list[tuple[int, int, int]]] = [[] for _ in range(arrays)]
 
     def first_start(a: int, preload: int) -> int:
         if not passes[a]:

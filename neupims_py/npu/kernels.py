@@ -13,7 +13,8 @@ LAST_START = 1  # cycle the array's last pass started streaming activation rows
 LAST_STREAM = 2  # stream cycles of that pass: max(rows streamed, MIN_STREAM)
 STATE_ROWS = 3
 
-MIN_STREAM = 4  # a pass occupies the array's input for at least 4 cycles (the artifact's MAX(size, 4))
+# A pass occupies the array's input for at least 4 cycles (the artifact's MAX(size, 4)).
+MIN_STREAM = 4
 
 
 @njit(cache=True, nogil=True)
