@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from neupims_py.cli import main
+from neupims_py.dram import cli
 
 REPO = Path(__file__).resolve().parents[1]
 HW = str(REPO / "hwconfigs" / "hbm2-8gb-x128.yaml")
 STREAM_RD = str(REPO / "traces" / "dram" / "stream_rd_10k.trace")
-MICRO = Path(__file__).resolve().parents[2] / "shared" / "reference" / "dramsim3-micro"
 CH0 = "dramsim3ch_0cmd.trace"
 
 
@@ -37,23 +37,24 @@ def test_stream_summary_and_json(tmp_path, capsys):
 def test_csv_trace_gives_the_same_counts(tmp_path):
     lines = Path(STREAM_RD).read_text().splitlines()[:500]
     csv = tmp_path / "t.csv"
+    rows = (line.split() for line in lines)
     csv.write_text("addr,op,cycle\n" + "".join(
-        f"{int(a, 16)},{'W' if op == 'WRITE' else 'R'},{c}\n" for a, op, c in map(str.split, lines)))
+        f"{int(a, 16)},{'W' if op == 'WRITE' else 'R'},{c}\n" for a, op, c in rows))
     ds3 = tmp_path / "t.trace"
     ds3.write_text("\n".join(lines) + "\n")
     reports = []
-    for trace in (csv, ds3):
+    for trace, fmt in ((csv, "csv"), (ds3, "auto")):
         out = tmp_path / (trace.name + ".json")
-        assert main(["dram", HW, str(trace), "--json", str(out)]) == 0
+        assert main(["dram", HW, str(trace), "--format", fmt, "--json", str(out)]) == 0
         reports.append(json.loads(out.read_text())["total"])
     assert reports[0] == reports[1]
 
 
-@pytest.mark.skipif(not MICRO.is_dir(), reason="the shared DRAMsim3 reference is absent")
-def test_command_trace_is_dramsim3s_byte_for_byte(tmp_path):
+def test_command_trace_is_dramsim3s_byte_for_byte(tmp_path, shared_dir):
+    micro = shared_dir / "reference" / "dramsim3-micro"
     out = tmp_path / "cmds"
-    assert main(["dram", HW, str(MICRO / "m3_row_conflict.trace"), "--cmd-trace", str(out)]) == 0
-    expected = (MICRO / "m3_row_conflict.expected-cmds").read_bytes()
+    assert main(["dram", HW, str(micro / "m3_row_conflict.trace"), "--cmd-trace", str(out)]) == 0
+    expected = (micro / "m3_row_conflict.expected-cmds").read_bytes()
     assert (out / CH0).read_bytes() == expected
     assert sorted(p.name for p in out.iterdir()) == [f"dramsim3ch_{c}cmd.trace" for c in range(8)]
     assert (out / "dramsim3ch_1cmd.trace").read_bytes() == b""
@@ -71,6 +72,22 @@ def test_command_trace_into_an_existing_directory(tmp_path):
     assert (out / CH0).read_text().startswith("2                  activate")
     assert (out / "notes.txt").read_text() == "kept"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmds", "t.trace"]
+
+
+def test_interrupted_replay_leaves_no_command_trace(tmp_path, monkeypatch, capsys):
+    real = cli.replay
+
+    def interrupted(*args, on_log_chunk=None, **kwargs):
+        result = real(*args, on_log_chunk=on_log_chunk, **kwargs)
+        if on_log_chunk is not None:  # the logged replay, after its files were written
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(cli, "replay", interrupted)
+    code = main(["dram", HW, STREAM_RD, "--cmd-trace", str(tmp_path / "cmds"),
+                 "--json", str(tmp_path / "s.json")])
+    assert code == 130
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("content,words", [

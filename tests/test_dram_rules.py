@@ -117,24 +117,50 @@ def rule_cases():
                 continue
             key = (r.level, r.prev, r.next)
             marks = [pytest.mark.nojit] if key in HAND and preset == "neupims" else []
+            if key in SHADOWED and preset in SHADOWED[key]:
+                marks.append(pytest.mark.xfail(strict=True, reason=SHADOWED[key][preset]))
             yield pytest.param(preset, r, marks=marks, id=f"{preset}-{r.level.name}-{r.prev.name}-{r.next.name}")
+
+
+# Rules of the table that can never bind: another rule for the same commands reaches every
+# bank they reach with a longer latency. Dead data; listed here until the table drops them.
+SHADOWED = {
+    (L.SAME_BANKGROUP, Cmd.G_ACT, Cmd.ACT): {
+        "neupims": "G_ACT->ACT same bank group (tRRD_L 6) is covered by G_ACT->ACT same rank (tFAW 30)",
+    },
+}
+
+
+def binding_latency(mem, p, prev, nxt) -> dict:
+    """Global bank -> the longest latency of the rules (prev, nxt) that reach it."""
+    out = {}
+    for r in dram_rules(mem):
+        if (r.prev, r.next) == (prev, nxt):
+            for gb in banks_reached(p, r.level):
+                out[gb] = max(out.get(gb, r.latency), r.latency)
+    return out
 
 
 @pytest.mark.parametrize("preset, rule", list(rule_cases()))
 def test_rule_is_tight(preset, rule):
-    p = lower_memory(memory(preset))
+    """`next` becomes legal exactly when the longest rule reaching a bank allows, and this
+    rule is that longest one in at least one bank."""
+    mem = memory(preset)
+    p = lower_memory(mem)
     st = issue(p, rule.prev)
+    binding = binding_latency(mem, p, rule.prev, rule.next)
     targets = banks_reached(p, rule.level)
     assert targets
     for gb in targets:
         earliest = st.bank_next[gb, int(rule.next)]
         legal = lambda t: earliest <= t  # noqa: E731
-        assert not legal(T + rule.latency - 1), (rule, gb)
-        assert legal(T + rule.latency), (rule, gb)
+        assert not legal(T + binding[gb] - 1), (rule, gb)
+        assert legal(T + binding[gb]), (rule, gb)
+    assert any(binding[gb] == rule.latency for gb in targets), f"{rule} never binds"
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("prev", list(Cmd)[: Cmd.REF + 1], ids=lambda c: c.name)
+@pytest.mark.parametrize("prev", list(Cmd), ids=lambda c: c.name)
 def test_command_constrains_nothing_but_its_rules(preset, prev):
     """After `prev`, every (bank, command) earliest cycle is what the rules say and no more:
     the other channels and the pairs without a rule stay free."""
