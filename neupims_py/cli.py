@@ -17,6 +17,7 @@ from neupims_py.errors import UserError
 # Modules that contribute sub-commands, in the order `--help` lists them.
 COMMAND_MODULES = (
     "neupims_py.dram.cli",
+    "neupims_py.compiler.cli",
     "neupims_py.workload.cli",
 )
 

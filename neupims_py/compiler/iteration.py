@@ -16,7 +16,8 @@ sub-batches balanced per channel and overlaps one sub-batch's PIM attention with
 other's NPU work (NeuPIMs stages A-F).
 
 Reuse: layers have the same shapes, so unless `exact` is set only the first two layers
-are simulated (the second one in steady state) and the rest are taken to repeat the second.
+are simulated (the second one in steady state) and the rest are taken to repeat the second;
+with sub-batch interleaving the first three (the last one drains the pipeline).
 """
 
 from __future__ import annotations
@@ -285,17 +286,20 @@ class IterationSimulator:
                 flip ^= 1
         return a, b
 
-    def plan(self, entries, layers: int):
-        """The phases of an iteration over `layers` layers: a list of (label, layer, builder)."""
+    def interleaves(self, entries) -> bool:
+        """Whether the batch runs as two interleaved sub-batches (NeuPIMs)."""
         sysc = self.hw.system
-        interleave = (
+        return (
             self.mode == "neupims"
             and sysc.sub_batch_interleaving
             and len(entries) >= sysc.sub_batch_threshold
             and len(entries) >= 2
         )
+
+    def plan(self, entries, layers: int):
+        """The phases of an iteration over `layers` layers: a list of (label, layer, builder)."""
         phases = []
-        if not interleave:
+        if not self.interleaves(entries):
             for layer in range(layers):
                 if self.pim:
                     ph = self._new_phase()
@@ -346,19 +350,17 @@ class IterationSimulator:
                 raise UserError(f"request {e.req}: q_len must be >= 1 and kv_len >= 0")
             self.ensure_kv(e)
         L = layers or self.model.layers_per_stage
-        sim_layers = L if exact else min(L, 2)
+        # Reuse: layer 0 once, then layer 1 in steady state standing for every layer not
+        # simulated. With sub-batches a layer's phases also run the next layer's pre of
+        # sub-batch 1, which the last layer lacks, so the last layer is simulated as well.
+        sim_layers = L if exact else min(L, 3 if self.interleaves(entries) else 2)
         phases, n_sb = self.plan(entries, sim_layers)
         results: list[tuple[str, int, PhaseResult]] = []
         for label, layer, ph in phases:
             results.append((label, layer, ph.run(self.params, self.state, self.max_inject)))
-        # weights of each simulated layer: layer 0 once, the steady layer (last simulated)
-        # stands for every layer not simulated
+
         def weight(layer):
-            if exact or sim_layers == L or layer < sim_layers - 1:
-                return 1
-            if layer == sim_layers - 1:
-                return L - sim_layers + 1
-            return 1
+            return L - sim_layers + 1 if sim_layers < L and layer == 1 else 1
         cycles = 0
         stats = None
         npu_busy = None

@@ -680,84 +680,87 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         s.chan[ch, CH_CQ_TOTAL] -= 1
 
 
-@kernel(inline="always")
-def _required(p, s, b, rid):
+@kernel
+def _required(bank, req, close_page, rid):
     """The command a queued request needs next, given its bank's state."""
-    gb = b.req[rid, RQ_BANK]
-    orow = s.bank[gb, BK_OPEN_ROW]
+    gb = req[rid, RQ_BANK]
+    orow = bank[gb, BK_OPEN_ROW]
     if orow < 0:
         return ACT
-    if b.req[rid, RQ_ROW] != orow:
+    if req[rid, RQ_ROW] != orow:
         return PRE
-    if b.req[rid, RQ_WRITE]:
-        return WRA if p.close_page else WR
-    return RDA if p.close_page else RD
+    if req[rid, RQ_WRITE]:
+        return WRA if close_page else WR
+    return RDA if close_page else RD
 
 
-@kernel(inline="always")
-def _first_ready_in_queue(p, s, b, ch, q, clk):
+@kernel
+def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
     When nothing is ready it records in q_lb the earliest cycle at which a command of the
     queue could become ready by timing alone; commands that are timing-ready but held
     (precharge arbitration, read-before-write) wait for a queue or bank change instead,
-    which resets q_lb.
+    which resets q_lb. (Hot: it takes only the arrays it reads, since every array passed
+    to a kernel is copied into the call.)
     """
-    n = s.queue[ch, q, QU_LEN]
+    n = queue[ch, q, QU_LEN]
     lb = INF
     for k in range(n):
-        rid = s.queue[ch, q, QU_ITEMS + k]
-        gb = b.req[rid, RQ_BANK]
-        need = _required(p, s, b, rid)
-        bt = s.bank[gb, need]
+        rid = queue[ch, q, QU_ITEMS + k]
+        gb = req[rid, RQ_BANK]
+        need = _required(bank, req, close_page, rid)
+        bt = bank[gb, need]
         if need == ACT:
-            f = _faw_ready(p, s, b.req[rid, RQ_CH] * p.ranks + b.req[rid, RQ_RANK])
-            if f > bt:
-                bt = f
+            rk = req[rid, RQ_CH] * ranks + req[rid, RQ_RANK]
+            if rank[rk, RK_FAW_N] >= 4:
+                f = rank[rk, RK_FAW + rank[rk, RK_FAW_HEAD]] + tfaw
+                if f > bt:
+                    bt = f
         if clk < bt:
             if bt < lb:
                 lb = bt
             continue
         if need == ACT:
-            if s.bank[gb, BK_PIM_ROW] == b.req[rid, RQ_ROW]:
+            if bank[gb, BK_PIM_ROW] == req[rid, RQ_ROW]:
                 continue  # the row is open in the PIM buffer: wait for its PIM_PRECHARGE
         elif need == PRE:
             # ArbitratePrecharge: no earlier command to this bank, and either no pending
             # hit on the open row behind it or the row-hit cap reached.
             blocked = False
             for j in range(k):
-                if b.req[s.queue[ch, q, QU_ITEMS + j], RQ_BANK] == gb:
+                if req[queue[ch, q, QU_ITEMS + j], RQ_BANK] == gb:
                     blocked = True
                     break
             if blocked:
                 continue
-            orow = s.bank[gb, BK_OPEN_ROW]
+            orow = bank[gb, BK_OPEN_ROW]
             hits = False
             for j in range(k, n):
-                r2 = s.queue[ch, q, QU_ITEMS + j]
-                if b.req[r2, RQ_BANK] == gb and b.req[r2, RQ_ROW] == orow:
+                r2 = queue[ch, q, QU_ITEMS + j]
+                if req[r2, RQ_BANK] == gb and req[r2, RQ_ROW] == orow:
                     hits = True
                     break
-            if hits and s.bank[gb, BK_HITS] < p.row_hit_cap:
+            if hits and bank[gb, BK_HITS] < row_hit_cap:
                 continue
         elif need == WR or need == WRA:
             # HasRWDependency: an earlier read of the same location goes first
             dep = False
             for j in range(k):
-                r2 = s.queue[ch, q, QU_ITEMS + j]
+                r2 = queue[ch, q, QU_ITEMS + j]
                 if (
-                    b.req[r2, RQ_WRITE] == 0
-                    and b.req[r2, RQ_ROW] == b.req[rid, RQ_ROW]
-                    and b.req[r2, RQ_COL] == b.req[rid, RQ_COL]
-                    and b.req[r2, RQ_BA] == b.req[rid, RQ_BA]
-                    and b.req[r2, RQ_BG] == b.req[rid, RQ_BG]
+                    req[r2, RQ_WRITE] == 0
+                    and req[r2, RQ_ROW] == req[rid, RQ_ROW]
+                    and req[r2, RQ_COL] == req[rid, RQ_COL]
+                    and req[r2, RQ_BA] == req[rid, RQ_BA]
+                    and req[r2, RQ_BG] == req[rid, RQ_BG]
                 ):
                     dep = True
                     break
             if dep:
                 continue
         return need, k
-    s.queue[ch, q, QU_LB] = lb
+    queue[ch, q, QU_LB] = lb
     return -1, -1
 
 
@@ -779,21 +782,35 @@ def _queue_of_bank(p, gb):
     return local // (p.bankgroups * p.banks_per_group)
 
 
-@kernel(inline="always")
-def _command_to_issue(p, s, b, ch, clk):
-    """DRAMsim3 GetCommandToIssue: round-robin over the command queues."""
-    nq = s.queue.shape[1]
+@kernel
+def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q):
+    """DRAMsim3 GetCommandToIssue: round-robin over the command queues; (cmd, queue, pos).
+
+    per_rank_q: command queues per rank (the queues a refresh of that rank skips)."""
+    nq = queue.shape[1]
+    in_ref = chan[ch, CH_IN_REF]
+    ref_rank = chan[ch, CH_REF_RANK]
+    q = chan[ch, CH_QIDX]
     for _ in range(nq):
-        q = s.chan[ch, CH_QIDX] + 1
+        q += 1
         if q == nq:
             q = 0
-        s.chan[ch, CH_QIDX] = q
-        if s.queue[ch, q, QU_LEN] == 0 or s.queue[ch, q, QU_LB] > clk or _queue_in_ref(p, s, ch, q):
+        if queue[ch, q, QU_LEN] == 0 or queue[ch, q, QU_LB] > clk:
             continue
-        need, k = _first_ready_in_queue(p, s, b, ch, q, clk)
+        if in_ref != 0 and q // per_rank_q == ref_rank:
+            continue
+        need, k = _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap)
         if need >= 0:
+            chan[ch, CH_QIDX] = q
             return need, q, k
     return -1, -1, -1
+
+
+@kernel(inline="always")
+def _command_to_issue(p, s, b, ch, clk):
+    per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
+    return _scan_queues(s.bank, s.rank, s.chan, s.queue, b.req, ch, clk, p.close_page, p.ranks,
+                        p.tFAW, p.row_hit_cap, per_rank_q)
 
 
 @kernel(inline="always")
