@@ -11,6 +11,7 @@ random gaps (some past the first refresh) and 1-4 requests offered per cycle.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import dram_reference
 import numba
@@ -24,7 +25,8 @@ from neupims_py.dram.lower import lower_memory
 from neupims_py.dram.replay import replay
 from neupims_py.formats import Cmd, Stat
 
-EXAMPLES = 10 if numba.config.DISABLE_JIT else 60
+# Examples per random test; a longer search: NEUPIMS_REFERENCE_EXAMPLES=5000 pytest -k random
+EXAMPLES = int(os.environ.get("NEUPIMS_REFERENCE_EXAMPLES", 10 if numba.config.DISABLE_JIT else 60))
 
 
 def variant(preset, **controller):
@@ -119,7 +121,11 @@ def test_write_buffer_full_forces_a_drain_behind_reads():
     reads = [address(mem, co=i % 32) for i in range(40)]
     addr = [a for pair in zip(reads, writes) for a in pair] + reads[33:]
     is_write = [w for _ in range(33) for w in (False, True)] + [False] * 7
-    check("hbm2", addr, is_write, [0] * len(addr), max_inject=2)
+    cmds, _ = check("hbm2", addr, is_write, [0] * len(addr), max_inject=2)
+    rd = [c[0] for c in cmds if c[1] == Cmd.RD]
+    wr = [c[0] for c in cmds if c[1] == Cmd.WR]
+    # the 32nd buffered write starts a drain although reads are still queued
+    assert len(wr) == 33 and wr[0] < rd[-1]
 
 
 def test_read_served_from_write_buffer_and_merged_reads():
@@ -161,9 +167,13 @@ def test_two_ranks_staggered_refresh_and_rank_switches():
     addr += [address(mem, ch=1, ra=1, ro=2, co=1), address(mem, ra=1, co=5)]
     cycle = [1940 + 3 * i for i in range(12)] + [3890, 3895]
     cmds, _ = check("neupims", addr, [i % 4 == 3 for i in range(14)], cycle, max_inject=2)
-    refs = sorted({(c[0], c[3]) for c in cmds if c[1] == Cmd.REF and c[2] == 0})
-    assert refs[0] == (1950, 0) or refs[0][1] == 0  # rank 0 first, then rank 1 at 3900
-    assert any(r == 1 for _, r in refs)
+    ch0 = [c for c in cmds if c[2] == 0]
+    # rank 0 is due at tREFI / 2 = 1950, rank 1 at 3900; each waits for its open rows
+    refs = [(c[0], c[3]) for c in ch0 if c[1] == Cmd.REF]
+    assert [r for _, r in refs] == [0, 1]
+    assert refs[0][0] > 1950 and refs[1][0] > 3900
+    # while rank 0 prepares its refresh, rank 1 keeps reading
+    assert any(c[1] == Cmd.RD and c[3] == 1 and 1950 < c[0] < refs[0][0] for c in ch0)
 
 
 def test_dual_issue_of_a_row_and_a_column_command():
@@ -177,12 +187,9 @@ def test_dual_issue_of_a_row_and_a_column_command():
     assert at_32 == [Cmd.ACT, Cmd.RD]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the command-queue round-robin starts its first scan at queue 0; "
-    "DRAMsim3's queue_idx_ starts at 0 and is advanced before use, so at queue 1",
-)
 def test_first_scan_starts_at_queue_1():
+    """DRAMsim3's queue_idx_ starts at 0 and is advanced before use: its first scan of the
+    command queues begins at queue 1, so bank 1 wins a tie with bank 0 there."""
     mem = MEMS["hbm2"]
     # two reads reach banks 0 and 1 (queues 0 and 1) of an unused channel while the first
     # refresh (3900 + tRFC 260) blocks it: both ACTs become ready at 4160 in the same scan
@@ -224,9 +231,11 @@ def traces(draw, name, channels):
 
 
 def hypothesis_settings(examples):
+    # derandomized: the same traces on every run, so a failure reproduces (and CI is stable)
     return settings(
         max_examples=examples,
         deadline=None,
+        derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
 

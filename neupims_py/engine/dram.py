@@ -352,7 +352,7 @@ def new_state(p: DramParams) -> DramState:
     bank[:, BK_OPEN_ROW] = -1
     bank[:, BK_PIM_ROW] = -1
     chan = np.zeros((nch, CH_REFQ + 4 * nr), np.int64)
-    chan[:, CH_QIDX] = nq - 1  # DRAMsim3 starts at queue 0 on the first scan
+    chan[:, CH_QIDX] = 0  # DRAMsim3: queue_idx_ starts at 0 and is advanced before use
     chan[:, CH_NEXT_REF] = first_ref
     chan[:, CH_WAKE] = first_ref
     return DramState(

@@ -21,9 +21,10 @@ def new_table(min_capacity: int) -> tuple[np.ndarray, np.ndarray]:
 
 @kernel(inline="always")
 def _slot(key, mask):
-    # Fibonacci hashing of the 64-byte line number; addresses are line aligned.
-    h = ((key >> 6) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    return (h >> 17) & mask
+    # xor-shift of the 64-byte line number (addresses are line aligned): no multiplication,
+    # so it cannot overflow when the kernels run as plain Python (NUMBA_DISABLE_JIT=1)
+    x = key >> 6
+    return (x ^ (x >> 13) ^ (x >> 29)) & mask
 
 
 @kernel
