@@ -385,14 +385,20 @@ def new_batch(
     per_channel: one front-end stream per channel (requests reordered by channel, order
     kept within a channel) instead of one stream in the given order."""
     a = np.asarray(addr, dtype=np.int64)
-    req = np.full((a.shape[0], RQ_COLS), -1, np.int64)
     ch = (a >> p.ch_shift) & p.ch_mask
+    columns = [np.asarray(is_write, dtype=np.int64), np.asarray(cycle, dtype=np.int64), group, after]
+    if per_channel:
+        order = np.argsort(ch, kind="stable")
+        a, ch = a[order], ch[order]
+        columns = [None if c is None else np.asarray(c)[order] for c in columns]
+    is_write, cycle, group, after = columns
+    req = np.empty((a.shape[0], RQ_COLS), np.int64)
     ra = (a >> p.ra_shift) & p.ra_mask
     bg = (a >> p.bg_shift) & p.bg_mask
     ba = (a >> p.ba_shift) & p.ba_mask
     req[:, RQ_ADDR] = a
-    req[:, RQ_WRITE] = np.asarray(is_write, dtype=np.int64) != 0
-    req[:, RQ_CYCLE] = np.asarray(cycle, dtype=np.int64)
+    req[:, RQ_WRITE] = is_write != 0
+    req[:, RQ_CYCLE] = cycle
     req[:, RQ_CH] = ch
     req[:, RQ_RANK] = ra
     req[:, RQ_BG] = bg
@@ -404,13 +410,11 @@ def new_batch(
         req[:, RQ_QUEUE] = (ra * p.bankgroups + bg) * p.banks_per_group + ba
     else:
         req[:, RQ_QUEUE] = ra
-    if group is not None:
-        req[:, RQ_GROUP] = group
-    if after is not None:
-        req[:, RQ_AFTER] = after
+    req[:, RQ_ADDED:RQ_DUP + 1] = -1
+    req[:, RQ_GROUP] = -1 if group is None else group
+    req[:, RQ_AFTER] = -1 if after is None else after
     if per_channel:
-        req = req[np.argsort(ch, kind="stable")]
-        counts = np.bincount(req[:, RQ_CH], minlength=p.channels) if len(req) else np.zeros(p.channels, np.int64)
+        counts = np.bincount(ch, minlength=p.channels) if len(a) else np.zeros(p.channels, np.int64)
         end = np.cumsum(counts)
         inj = np.zeros((p.channels, 4), np.int64)
         inj[:, IJ_NEXT] = end - counts
