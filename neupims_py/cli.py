@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "neupims_py.dram.cli",
     "neupims_py.compiler.cli",
     "neupims_py.workload.cli",
+    "neupims_py.serving.cli",
 )
 
 

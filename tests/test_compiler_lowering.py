@@ -15,6 +15,7 @@ from neupims_py.compiler.program import Phase, cmd_counts
 from neupims_py.config import load_hw
 from neupims_py.dram.lower import lower_memory
 from neupims_py.engine import dram as eng
+from neupims_py.errors import UserError
 from neupims_py.formats import Cmd, Stat
 from neupims_py.model import load_model
 from neupims_py.npu import attention_flops, attention_timing, decode_attention_timing, gemm_timing
@@ -82,8 +83,10 @@ def test_gemm_cycles_between_the_npu_and_dram_bounds(m):
 
     K = N = 2048: 256 tiles of 128 x 128, 32 per array, 8 MiB of weights.
     - NPU bound (gemm_timing, weights already on chip). M = 1: a tile streams max(1, 4) rows
-      but its 128-cycle preload dominates: 128 + 32 x 128 + 254 + 4 = 4,482 - 128 = 4,354
-      cycles. M = 512: 512 cycles per tile, 32 x 512 + 128 + 254 = 16,766 cycles.
+      and its 128-cycle preload dominates, so an array's 32nd tile starts at 32 x 128 =
+      4,096 and finishes 254 (fill and drain) + 4 later: 4,354 cycles. M = 512: tiles start
+      512 apart after the first preload, the last at 128 + 31 x 512 = 16,000, finishing at
+      16,000 + 254 + 512 = 16,766.
     - DRAM bound: every weight byte crosses 32 channels x 64 B per 2-cycle burst, 1,024 B per
       cycle: 8 MiB / 1,024 = 8,192 cycles.
     So M = 1 is memory-bound (8,192 > 4,354) and M = 512 compute-bound (16,766 > 8,192).
@@ -197,7 +200,8 @@ def test_pim_commands_of_one_decode_request(name, kv_len):
     k_rows = {c[4] for c in logits if c[0] == Cmd.G_ACT}
     v_rows = {c[4] for c in attend if c[0] == Cmd.G_ACT}
     assert k_rows == set(range(base, base + groups * chunks))
-    assert v_rows == set(range(base + groups * chunks, base + groups * chunks + blocks * ceil(E, 32)))
+    v_base = base + groups * chunks
+    assert v_rows == set(range(v_base, v_base + blocks * ceil(E, 32)))
     assert sim.kv.rows_for(kv) == groups * chunks + blocks * ceil(E, 32) + 1
     assert {c[0] for c in phase.pim} == {e.channel}
 
@@ -231,7 +235,8 @@ def test_attention_flops_closed_form():
 
 def test_decode_on_the_npu_is_the_prefill_path_with_one_query():
     """npu-only: a decode request is lowered through the q_len > 1 path of `_mha`; its
-    attention costs what `attention_timing` gives for one query over kv_len + 1 tokens, and
+    attention runs on one systolic array and costs what `attention_timing` gives on a
+    one-array NPU for one query over kv_len + 1 tokens, and
     reads the cached K (each token's E x 2 bytes) and V (per dimension, the 64-byte bursts of
     32 tokens that hold the cached tokens)."""
     hw = load_hw("npu-only")
@@ -240,8 +245,9 @@ def test_decode_on_the_npu_is_the_prefill_path_with_one_query():
     sim = IterationSimulator(hw, TINY)
     r = sim.simulate([BatchEntry(0, 1, kv_len, 4)], layers=2, exact=True)
     assert "attention_pim" not in r.ops
-    one = attention_timing(hw.npu, 1, kv_len + 1, hs, d)
-    assert one.cycles == decode_attention_timing(hw.npu, kv_len + 1, hs, d).cycles
+    npu1 = dataclasses.replace(hw.npu, systolic_arrays=1)
+    one = attention_timing(npu1, 1, kv_len + 1, hs, d)
+    assert one.cycles == decode_attention_timing(npu1, kv_len + 1, hs, d).cycles
     assert r.ops["attention_npu"]["busy"] == 2 * one.cycles
     assert r.ops["attention_npu"]["bytes"] == 2 * (kv_len * E * 2 + E * ceil(kv_len, 32) * 64)
     # the new token's K (E x 2 bytes) and V (one burst per dimension) are written per layer
@@ -254,6 +260,28 @@ def test_prefill_runs_on_the_npu_in_neupims_mode():
     hs, d = TINY.heads_per_shard, TINY.head_dim
     sim = IterationSimulator(hw, TINY)
     r = sim.simulate([BatchEntry(0, 16, 100, 1), BatchEntry(1, 1, 60, 2)], layers=1)
-    assert r.ops["attention_npu"]["busy"] == attention_timing(hw.npu, 16, 116, hs, d).cycles
+    npu1 = dataclasses.replace(hw.npu, systolic_arrays=1)  # one request: one array
+    assert r.ops["attention_npu"]["busy"] == attention_timing(npu1, 16, 116, hs, d).cycles
     assert "attention_pim" in r.ops
     assert r.stats[2, Stat.PIM_HEADER] > 0 and r.stats[1, Stat.PIM_HEADER] == 0
+
+
+def test_kv_cache_regions_are_fixed_by_capacity_and_never_overlap():
+    """A cache laid out for its capacity keeps its K, V and scratch rows as it grows (a
+    growing cache once moved its V region into the next request's rows)."""
+    hw = load_hw("neupims")
+    sim = IterationSimulator(hw, TINY)
+    a = sim.ensure_kv(BatchEntry(0, 1, 30, 5), capacity=100)
+    b = sim.ensure_kv(BatchEntry(1, 1, 10, 5), capacity=40)
+    rows_a = sim.kv.rows_for(100)
+    assert b == a + rows_a  # first fit, back to back in channel 5
+    k_rows = sim.k_region_rows(0)
+    assert k_rows == -(-100 // sim.layout.banks) * sim.kv.k_chunks
+    for kv_len in (30, 31, 32, 63, 64, 99):  # crosses token-group boundaries
+        sim.simulate([BatchEntry(0, 1, kv_len, 5)], layers=1)
+        assert sim.rows.base(0) == a and sim.k_region_rows(0) == k_rows
+        assert sim.scratch_row(0) == a + rows_a - 1 < b
+    with pytest.raises(UserError, match="allocated for 100"):
+        sim.simulate([BatchEntry(0, 1, 100, 5)], layers=1)
+    sim.release(0)
+    assert sim.ensure_kv(BatchEntry(2, 1, 5, 5), capacity=8) == a  # freed rows reused

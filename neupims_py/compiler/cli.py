@@ -130,7 +130,8 @@ def read_batch(path: str | Path, channels: int) -> list[BatchEntry]:
     except FileNotFoundError:
         raise UserError("no such file", path=where) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read it as a CSV file ({exc.__class__.__name__})", path=where) from None
+        raise UserError(f"cannot read it as a CSV file ({exc.__class__.__name__})",
+                        path=where) from None
     rows = [(n, r) for n, r in enumerate(csv.reader(text.splitlines()), start=1)
             if any(c.strip() for c in r)]
     if not rows:
@@ -149,11 +150,11 @@ def read_batch(path: str | Path, channels: int) -> list[BatchEntry]:
     for name in required:
         if name not in header:
             raise UserError(f"line {head_line}: the header lacks column {name!r} (a {layout} "
-                            f"file needs {','.join(required)})", path=where, field=name)
+                            f"file needs {','.join(required)})", path=where)
     for name in header:
         if name not in required + optional:
             raise UserError(f"line {head_line}: unknown column {name!r}; a {layout} file has "
-                            f"{','.join(required + optional)}", path=where, field=name)
+                            f"{','.join(required + optional)}", path=where)
     if len(set(header)) != len(header):
         raise UserError(f"line {head_line}: a column is named twice", path=where)
     col = {name: i for i, name in enumerate(header)}
@@ -165,11 +166,11 @@ def read_batch(path: str | Path, channels: int) -> list[BatchEntry]:
         try:
             v = int(text)
         except ValueError:
-            raise UserError(f"line {line}: {text!r} is not an integer", path=where,
-                            field=name) from None
+            raise UserError(f"line {line}: {name} {text!r} is not an integer",
+                            path=where) from None
         if v < minimum:
-            raise UserError(f"line {line}: {v} must be at least {minimum}", path=where,
-                            field=name)
+            raise UserError(f"line {line}: {name} = {v}; it must be at least {minimum}",
+                            path=where)
         return v
 
     entries = []
@@ -184,8 +185,8 @@ def read_batch(path: str | Path, channels: int) -> list[BatchEntry]:
             q_len, kv_len = value(line, cells, "q_len", 1), value(line, cells, "kv_len", 0)
         ch = value(line, cells, "ch_idx", 0) if "ch_idx" in col else req % channels
         if ch >= channels:
-            raise UserError(f"line {line}: channel {ch} is not in 0 .. {channels - 1} (the "
-                            f"configuration has {channels} channels)", path=where, field="ch_idx")
+            raise UserError(f"line {line}: ch_idx = {ch} is not a channel of the "
+                            f"configuration (0 .. {channels - 1})", path=where)
         entries.append(BatchEntry(req, q_len, kv_len, ch))
     return entries
 
@@ -205,15 +206,16 @@ def format_report(report: dict, result: IterationResult, model_layers: int) -> s
     elif result.layers < model_layers:
         lines.append(f"the first {result.layers} of {model_layers} decoder layers simulated "
                      "(--layers): not a whole iteration")
-    how = ("every layer simulated (exact)" if result.exact else
-           f"{result.layers_simulated} layers simulated, the steady one repeated for the rest")
-    lines += [
-        f"layers {result.layers}: {how}",
-        "",
-        f"{'op':<16} {'unit':<7} {'cycles':>14} {'busy':>14} {'bytes':>16}",
-    ]
+    if result.layers > 1:
+        how = ("every layer simulated (--exact)" if result.exact else
+               f"{result.layers_simulated} layers simulated, the steady one repeated for the "
+               "rest")
+        lines.append(f"layers {result.layers}: {how}")
+    lines += ["", f"{'op':<16} {'unit':<7} {'cycles':>14} {'busy':>14} {'bytes':>16}"]
     for name, o in result.ops.items():
-        lines.append(f"{name:<16} {o['unit']:<7} {o['cycles']:>14,} {o['busy']:>14,} "
+        # the engine counts PIM busy cycles per channel, not per operator
+        busy = "-" if o["unit"] == "pim" else f"{o['busy']:,}"
+        lines.append(f"{name:<16} {o['unit']:<7} {o['cycles']:>14,} {busy:>14} "
                      f"{o['bytes']:>16,}")
     d = report
     lines += [
@@ -221,9 +223,11 @@ def format_report(report: dict, result: IterationResult, model_layers: int) -> s
         f"total cycles {result.cycles:,}"
         + (f" ({result.cycles / result.layers:,.0f} per layer)" if result.layers > 1 else ""),
         f"utilization: systolic arrays {d['npu_array_utilization']:.3f}, vector units "
-        f"{d['vector_utilization']:.3f}, PIM {d['pim_utilization']:.3f}",
-        "op cycles: first start to last end of the operator, summed over layers (operators "
-        "overlap); busy: cycles its tasks occupy NPU units",
+        f"{d['vector_utilization']:.3f}, PIM {d['pim_utilization']:.3f} (busy cycles per "
+        "unit over the total)",
+        "cycles: an operator's first start to its last end, summed over layers (operators "
+        "overlap); busy: cycles its tasks occupy NPU units, summed over the arrays; bytes: "
+        "DRAM reads feeding it",
         f"simulated in {report['wall_seconds']:.2f} s wall",
     ]
     return "\n".join(lines)

@@ -22,6 +22,8 @@ with sub-batch interleaving the first three (the last one drains the pipeline).
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,24 +115,47 @@ class IterationSimulator:
         per_row_all = self.layout.channels * self.layout.banks * self.layout.row_bytes
         self.rows = RowAllocator(self.layout, _ceil(off, per_row_all))
         self.kv = KvLayout(self.layout, model.d_shard, model.head_dim)
+        self.capacity: dict[int, int] = {}  # request -> tokens its KV rows were laid out for
+        # NPU attention of one request runs on one systolic array: cost it on one
+        self.npu_one_array = dataclasses.replace(hw.npu, systolic_arrays=1)
         self.max_inject = max_inject or self.mem.geometry.channels
         self.prefix = f"{model.name}"
 
     # ---------------------------------------------------------------- KV placement
     def ensure_kv(self, e: BatchEntry, capacity: int | None = None) -> int:
+        """The first KV row of request e in its channel, allocating rows for `capacity`
+        tokens (default: the tokens it has after this iteration) on first use. The K and V
+        regions are laid out for that capacity, so a growing cache never moves."""
+        tokens = e.kv_len + e.q_len
         if e.req not in self.rows.owned:
-            need = self.kv.rows_for(capacity or (e.kv_len + e.q_len))
+            cap = max(capacity or tokens, tokens)
+            need = self.kv.rows_for(cap)
             base = self.rows.allocate(e.req, e.channel, need)
             if base is None:
                 raise UserError(
                     f"request {e.req}: its KV cache ({need} rows per bank) does not fit in "
                     f"channel {e.channel} ({self.rows.rows_free(e.channel)} rows free)"
                 )
+            self.capacity[e.req] = cap
+        elif tokens > self.capacity[e.req]:
+            raise UserError(
+                f"request {e.req} has {tokens} tokens but its KV cache was allocated for "
+                f"{self.capacity[e.req]}; allocate it with its final length (ensure_kv capacity)"
+            )
         return self.rows.base(e.req)
+
+    def k_region_rows(self, req: int) -> int:
+        """Rows of the K region of a request's cache (V follows it), from its capacity."""
+        return _ceil(self.capacity[req], self.layout.banks) * self.kv.k_chunks
+
+    def scratch_row(self, req: int) -> int:
+        """The row the PIM's GWRITEs read the query / logits from (last row of the cache)."""
+        return self.rows.base(req) + self.kv.rows_for(self.capacity[req]) - 1
 
     def release(self, req: int) -> None:
         if req in self.rows.owned:
             self.rows.release(req)
+            del self.capacity[req]
 
     # ---------------------------------------------------------------- lowering
     def _new_phase(self) -> Phase:
@@ -147,7 +172,7 @@ class IterationSimulator:
         """Burst addresses of the K and V of `tokens` of request e (all its rows)."""
         L, kv = self.layout, self.kv
         base = self.ensure_kv(e)
-        k_rows = _ceil(max(e.kv_len + e.q_len, 1), L.banks) * kv.k_chunks
+        k_rows = self.k_region_rows(e.req)
         out = []
         t = np.arange(tokens.start, tokens.stop, dtype=np.int64)
         if t.size == 0:
@@ -194,7 +219,8 @@ class IterationSimulator:
             if e.q_len > 1 or not self.pim:
                 # attention on the NPU: cached K and V come from DRAM
                 kv_total = e.kv_len + e.q_len
-                cost = attention_timing(npu, e.q_len, kv_total, hs, dh, name=f"{tag}attention").cycles
+                cost = attention_timing(self.npu_one_array, e.q_len, kv_total, hs, dh,
+                                        name=f"{tag}attention").cycles
                 t = ph.task(e.req % ph.arrays, cost, f"{tag}attention_npu", dep=after)
                 reads = self._kv_token_bursts(e, range(0, e.kv_len))
                 if reads.size:
@@ -208,13 +234,12 @@ class IterationSimulator:
         base = self.ensure_kv(e)
         ch = e.channel
         kvn = e.kv_len + e.q_len
-        k_rows = _ceil(kvn, L.banks) * kv.k_chunks
-        scratch = base + self.kv.rows_for(kvn) - 1
+        k_rows = self.k_region_rows(e.req)
+        scratch = self.scratch_row(e.req)
         dh = m.head_dim
         k_per_head = _ceil(dh, self.mem.pim.multipliers_per_bank)
         ranks, bgs = L.ranks, L.bankgroups
         tfaw = self.mem.timing.tFAW
-        slot = 2 * (max(k_per_head, self.mem.pim.comps_readres_min_k) + 1)
 
         def tile(row, heads_in_tile, k):
             dur = bgs * tfaw + ranks * heads_in_tile * 2 * (max(k, self.mem.pim.comps_readres_min_k) + 1) + 64
@@ -229,7 +254,6 @@ class IterationSimulator:
                 for g in range(bgs):
                     ph.pim_cmd(ch, Cmd.PIM_PRECHARGE, rank=r, bg=g, after=after, op=op)
 
-        del slot
         # logits: q . K^T, one global-buffer chunk of the query at a time
         for c in range(kv.k_chunks):
             ph.pim_cmd(ch, Cmd.GWRITE, row=scratch, after=after, op=op)

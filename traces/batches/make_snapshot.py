@@ -25,7 +25,8 @@ def snapshot(trace_path, n: int, seed: int, lo: int, hi: int) -> np.ndarray:
     out = []
     while len(out) < n:
         i = int(rng.integers(len(r)))
-        seq = int(r["prompt_tokens"][i]) + int(rng.integers(1, max(int(r["output_tokens"][i]), 1) + 1))
+        generated = int(rng.integers(1, max(int(r["output_tokens"][i]), 1) + 1))
+        seq = int(r["prompt_tokens"][i]) + generated
         if lo <= seq <= hi:
             out.append(seq)
     return np.asarray(out, np.int64)
