@@ -15,6 +15,9 @@ N = 1_000_000
 
 
 def pytest_collect_file(file_path, parent):
+    # a file named on the command line is collected by pytest itself: not twice
+    if parent.session.isinitpath(file_path):
+        return None
     if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
