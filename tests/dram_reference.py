@@ -344,11 +344,22 @@ class Controller:
                 if req.is_write:
                     if req.addr in self.pending_rd:  # a read of it is pending: reads first
                         self.write_draining = 0
+                        # (DRAMsim3 stops here for this cycle, which livelocks when the
+                        # buffer is full; the engine serves the read queue at once)
+                        self.schedule_from(self.read_queue)
                         break
                     self.write_draining -= 1
                 cq.append(req)
                 del queue[i]
                 break
+
+    def schedule_from(self, queue: list) -> None:
+        for i, req in enumerate(queue):
+            cq = self.queues[self.queue_index(req.rank, req.bg, req.ba)]
+            if len(cq) < self.queue_size:
+                cq.append(req)
+                del queue[i]
+                return
 
     def issue_command(self, cmd: Command, clk: int) -> None:
         self.log.append((clk, cmd.kind, self.ch, cmd.rank, cmd.bg, cmd.ba, cmd.row, cmd.col))
@@ -391,6 +402,12 @@ class Controller:
         self.schedule_transaction(flush)
 
 
+class Livelock(RuntimeError):
+    """Work is pending but nothing can move: e.g. a full write buffer whose first drainable
+    write has a pending read that is still in the read queue (each cycle the drain starts,
+    stops at that write, and no read is scheduled)."""
+
+
 @dataclass
 class RunResult:
     added: list  # per request, controller cycle it was accepted
@@ -404,10 +421,13 @@ def decode(mem, addr: int) -> dict:
     return {k: (addr >> f[k][0]) & f[k][1] for k in ("ch", "ra", "bg", "ba", "ro", "co")}
 
 
-def run(mem, addr, is_write, cycle, max_inject: int = 1, max_cycles: int = 1_000_000) -> RunResult:
+def run(mem, addr, is_write, cycle, max_inject: int = 1, stall_limit: int = 100_000) -> RunResult:
     """TraceBasedCPU over a MemorySystem, every cycle: the memory ticks, then the front end
     offers up to `max_inject` requests in order (none before its cycle); one the controller
-    cannot take blocks the rest, one it takes is added at the controller's next cycle."""
+    cannot take blocks the rest, one it takes is added at the controller's next cycle.
+
+    Raises ``Livelock`` when for `stall_limit` cycles no request was accepted and no read or
+    write issued while a read waits or a request is due (DRAMsim3 itself stalls for good)."""
     reqs = []
     for i, (a, w, c) in enumerate(zip(addr, is_write, cycle)):
         d = decode(mem, int(a))
@@ -424,6 +444,7 @@ def run(mem, addr, is_write, cycle, max_inject: int = 1, max_cycles: int = 1_000
     offered_all = 0  # requests accepted so far (they are offered in order)
     end = -1  # last read return / write acknowledgement
     clk = 0
+    progress = 0  # last cycle a request was accepted or a read/write issued
     while True:
         flush = False
         if offered_all == n and all(r.done >= 0 for r in reqs):
@@ -433,10 +454,15 @@ def run(mem, addr, is_write, cycle, max_inject: int = 1, max_cycles: int = 1_000
                 if not any(c.pending_wr for c in ctrls):
                     break
                 flush = True
-        if clk > max_cycles:
-            raise RuntimeError("reference model did not finish")
+        if clk - progress > stall_limit:
+            due = offered_all < n and reqs[offered_all].cycle <= clk
+            if due or any(r.done < 0 for r in reqs[:offered_all]):
+                raise Livelock(f"no request accepted and no read/write issued in cycles {progress}..{clk}")
+        issued = len(log)
         for ctrl in ctrls:
             ctrl.clock_tick(clk, flush)
+        if any(is_read_write(c[1]) for c in log[issued:]):
+            progress = clk
         offered = 0
         while offered_all < n and offered < max_inject:
             req = reqs[offered_all]
@@ -447,6 +473,7 @@ def run(mem, addr, is_write, cycle, max_inject: int = 1, max_cycles: int = 1_000
                 break
             ctrl.add_transaction(req, clk + 1)
             offered_all += 1
+            progress = clk
             offered += 1
         clk += 1
     return RunResult(

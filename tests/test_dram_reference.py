@@ -1,11 +1,16 @@
 """The engine against the slow reference model of DRAMsim3's controller (dram_reference.py):
 every request's accepted and done cycles and the whole command log must be equal.
 
-Hand-picked scenarios make sure each controller mechanism is exercised (write drains, reads
-served from the write buffer, merged reads, the row-hit cap, refresh with open rows, dual
-issue, two ranks); Hypothesis then draws small random traces over a few rows, banks, bank
-groups and channels, so conflicts, hits, duplicates and write-read pairs are common, with
-random gaps (some past the first refresh) and 1-4 requests offered per cycle.
+Hand-picked scenarios make sure each controller mechanism is exercised, since random traces
+reach some of them rarely (write drains and where they stop, reads served from the write
+buffer, merged reads, a write waiting for a read of its line, the row-hit cap, refresh with
+open rows, dual issue, two ranks, the round-robin start). Hypothesis then draws small random
+traces over a few rows, banks, bank groups and channels, so conflicts, hits, duplicates and
+write-read pairs are common, with random gaps (some into a refresh) and 1-4 requests
+offered per cycle, on both presets and two controller variants.
+
+All of it is small enough for the pure-Python run (NUMBA_DISABLE_JIT=1 -m nojit), where
+the random tests draw fewer examples.
 """
 
 from __future__ import annotations
@@ -13,17 +18,19 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import dram_reference
 import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import dram_reference  # tests/dram_reference.py
 from neupims_py.config import load_hw
 from neupims_py.dram.lower import lower_memory
 from neupims_py.dram.replay import replay
 from neupims_py.formats import Cmd, Stat
+
+pytestmark = pytest.mark.nojit
 
 # Examples per random test; a longer search: NEUPIMS_REFERENCE_EXAMPLES=5000 pytest -k random
 EXAMPLES = int(os.environ.get("NEUPIMS_REFERENCE_EXAMPLES", 10 if numba.config.DISABLE_JIT else 60))
@@ -72,8 +79,10 @@ def first_difference(a: list, b: list) -> str:
 
 
 def check(name, addr, is_write, cycle, max_inject=1):
-    """Replay on the engine and the reference; everything observable must be equal."""
+    """Replay on the engine and the reference; everything observable must be equal.
+    The reference runs first: a trace it finds livelocked would never finish in the engine."""
     mem = MEMS[name]
+    ref = dram_reference.run(mem, addr, is_write, cycle, max_inject)
     res = replay(
         PARAMS[name],
         np.asarray(addr, np.uint64),
@@ -82,7 +91,6 @@ def check(name, addr, is_write, cycle, max_inject=1):
         max_inject_per_cycle=max_inject,
         log_commands=True,
     )
-    ref = dram_reference.run(mem, addr, is_write, cycle, max_inject)
     assert res.added.tolist() == ref.added
     assert res.done.tolist() == ref.done
     got = engine_commands(res)
@@ -102,8 +110,6 @@ def kinds(cmds, ch=0):
 
 
 # --------------------------------------------------------------------------- scenarios
-
-pytestmark = pytest.mark.nojit
 
 
 def test_write_drain_when_more_than_8_wait_and_queues_are_empty():
@@ -137,19 +143,81 @@ def test_read_served_from_write_buffer_and_merged_reads():
     assert kinds(cmds).count(Cmd.RD) == 1
 
 
-def test_write_waits_for_an_earlier_read_of_its_address():
+def test_drain_stops_at_a_write_whose_read_is_pending():
     mem = MEMS["hbm2"]
-    addr = [address(mem, co=i) for i in range(12)]
-    # a read of column 0 is pending while 9 writes (one of them to column 0) want to drain
-    check("hbm2", [addr[0]] + addr[:9], [False] + [True] * 9, [0] + [1] * 9, max_inject=4)
+    a = address(mem, co=8)
+    # 8 reads fill bank 0's command queue, so a read of `a` waits in the read queue while
+    # 32 writes (the first to `a`) fill the write buffer and force a drain; when bank 0
+    # has room the drain reaches the write to `a` and stops: the read goes first
+    addr = [address(mem, co=i) for i in range(8)] + [a, a]
+    addr += [address(mem, bg=1 + i % 3, ba=i // 3 % 4, co=i) for i in range(31)]
+    is_write = [False] * 9 + [True] * 32
+    cmds, _ = check("hbm2", addr, is_write, [0] * len(addr), max_inject=4)
+    (rd,) = [c[0] for c in cmds if c[1] == Cmd.RD and (c[4], c[7]) == (0, 8)]
+    (wr,) = [c[0] for c in cmds if c[1] == Cmd.WR and (c[4], c[7]) == (0, 8)]
+    assert rd < wr
 
 
-def test_row_hit_cap_lets_a_conflict_precharge():
+def test_full_write_buffer_does_not_livelock():
+    """DRAMsim3 stalls for good when the write buffer is full and its first drainable write
+    has a pending read still in the read queue: every cycle the drain starts, stops at that
+    write, and no read is scheduled. Engine and reference serve the read queue in the cycle
+    the drain stops, so the trace completes, identically in both."""
     mem = MEMS["hbm2"]
-    hits = [address(mem, co=i) for i in range(8)]
-    conflict = address(mem, ro=1)
-    cmds, _ = check("hbm2", hits[:2] + [conflict] + hits[2:], [False] * 9, [0] * 9, max_inject=4)
-    assert Cmd.PRE in kinds(cmds)
+    a = address(mem, bg=3, ba=3, co=5)
+    reads = [address(mem, bg=i % 3, ba=i // 3 % 3, co=i) for i in range(12)]
+    writes = [address(mem, bg=1, ba=1, ro=1, co=i) for i in range(31)]
+    addr = reads + [a, a] + writes
+    is_write = [False] * 13 + [True] * 32
+    cmds, _ = check("hbm2", addr, is_write, [0] * len(addr), max_inject=4)
+    (rd,) = [c[0] for c in cmds if c[1] == Cmd.RD and (c[4], c[5], c[7]) == (3, 3, 5)]
+    (wr,) = [c[0] for c in cmds if c[1] == Cmd.WR and (c[4], c[5], c[7]) == (3, 3, 5)]
+    assert rd < wr  # the read of `a` still goes before the write to `a`
+
+
+# Found by a search over random traces: a write drained into bank 0's command queue behind
+# a read of the same line at another address (0x48 read, 0x40 written) is ready first
+# (write-to-write spacing is shorter than write-to-read) but must wait for the read.
+SAME_LINE_TRACE = """
+    0xe4280 WRITE 11  0xe0400 WRITE 11  0xe0000 WRITE 17  0xf44c0 WRITE 17
+    0xf0040 WRITE 18  0x80048 READ 20  0x48 READ 21  0xfc3c0 WRITE 21
+    0x80040 WRITE 23  0xf0640 WRITE 23  0xfc1c0 WRITE 24  0xf40c0 WRITE 25
+    0xe4080 WRITE 30  0xf8340 WRITE 31  0xe4480 WRITE 31  0xe8500 WRITE 32
+    0xe0600 WRITE 32  0xf0240 WRITE 34  0xec580 WRITE 35  0x40 WRITE 38
+    0xf42c0 WRITE 40  0x40040 WRITE 46  0xf8740 WRITE 49  0xf8540 WRITE 50
+    0xf46c0 WRITE 50  0xe8700 WRITE 50  0xe0200 WRITE 52  0xec380 WRITE 55
+    0xfc5c0 WRITE 55  0xe8100 WRITE 57  0x44048 WRITE 58  0x48 WRITE 59
+    0xe8300 WRITE 59  0x80048 WRITE 60
+"""
+
+
+def test_write_waits_for_an_earlier_read_of_its_line():
+    fields = SAME_LINE_TRACE.split()
+    addr = [int(a, 16) for a in fields[0::3]]
+    is_write = [op == "WRITE" for op in fields[1::3]]
+    cycle = [int(c) for c in fields[2::3]]
+    cmds, _ = check("hbm2", addr, is_write, cycle, max_inject=3)
+    on_line = [(c[0], c[1]) for c in cmds if (c[4], c[5], c[6], c[7]) == (0, 0, 0, 1)]
+    (rd,) = [t for t, k in on_line if k == Cmd.RD]
+    wr = [t for t, k in on_line if k == Cmd.WR]
+    assert len(wr) == 2 and rd < min(wr)
+
+
+@pytest.mark.parametrize("hits_before", [3, 5])
+def test_row_hit_cap_lets_a_conflict_precharge(hits_before):
+    mem = MEMS["hbm2"]
+    # row 0 is read `hits_before` times, a read of row 1 waits behind, and one more hit on
+    # row 0 is queued just when the precharge becomes legal (ACT 2 + tRAS 34 = 36)
+    addr = [address(mem, co=i) for i in range(hits_before)] + [address(mem, ro=1), address(mem, co=7)]
+    cycle = list(range(hits_before + 1)) + [34]
+    cmds, _ = check("hbm2", addr, [False] * len(addr), cycle)
+    pre = [c[0] for c in cmds if c[1] == Cmd.PRE]
+    if hits_before >= mem.controller.row_hit_cap:
+        # cap reached: the precharge goes first; the late hit reopens row 0 afterwards
+        assert pre == [36, 84]
+    else:
+        # under the cap the pending hit is served first (RD 36), then PRE at RD + tRTP
+        assert pre == [41]
 
 
 def test_refresh_precharges_open_banks_and_blocks_the_rank():
@@ -216,10 +284,15 @@ def traces(draw, name, channels):
             "co": st.integers(0, 3),
         }
     )
-    pool = draw(st.lists(field.map(lambda f: address(mem, **f)), min_size=1, max_size=40))
+    # mostly line addresses; sometimes a byte offset, so that two different addresses share
+    # a line (a write then only waits for an earlier read of the same line in its queue)
+    offset = st.sampled_from([0, 0, 0, 8])
+    line = st.builds(lambda f, o: address(mem, **f) + o, field, offset)
+    pool = draw(st.lists(line, min_size=1, max_size=40))
     n = draw(st.integers(1, 60))
     addr = draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n))
     is_write = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    # two thirds back to back (same cycle), the rest up to 10 cycles apart
     gaps = draw(st.lists(st.integers(0, 30).map(lambda x: max(0, x - 20)), min_size=n, max_size=n))
     # one jump somewhere, often to just before or inside a refresh (every tREFI / ranks)
     interval = mem.timing.tREFI // g.ranks

@@ -842,9 +842,46 @@ def _finish_refresh(p, s, ch, clk):
     return -1, -1
 
 
-@kernel(inline="always")
+MOVED_NONE, MOVED_ONE, MOVED_STOPPED = 0, 1, 2
+
+
+@kernel
+def _move_one(p, s, b, ch, writes):
+    """Move the first transaction of the read queue (writes=0) or write buffer (writes=1)
+    whose command queue has room. A write with a pending read of its address stops there."""
+    n = s.chan[ch, CH_WB_LEN] if writes else s.chan[ch, CH_RQ_LEN]
+    for i in range(n):
+        rid = s.tq[ch, writes, i]
+        q = b.req[rid, RQ_QUEUE]
+        if s.queue[ch, q, QU_LEN] >= p.cmd_queue_size:
+            continue
+        if writes:
+            if ht_get(s.rkeys, s.rvals, b.req[rid, RQ_ADDR]) >= 0:
+                return MOVED_STOPPED
+            s.chan[ch, CH_DRAINING] -= 1
+        for j in range(i, n - 1):
+            s.tq[ch, writes, j] = s.tq[ch, writes, j + 1]
+        if writes:
+            s.chan[ch, CH_WB_LEN] = n - 1
+        else:
+            s.chan[ch, CH_RQ_LEN] = n - 1
+        s.queue[ch, q, QU_ITEMS + s.queue[ch, q, QU_LEN]] = rid
+        s.queue[ch, q, QU_LEN] += 1
+        s.chan[ch, CH_CQ_TOTAL] += 1
+        s.queue[ch, q, QU_LB] = 0
+        return MOVED_ONE
+    return MOVED_NONE
+
+
+@kernel
 def _schedule_transaction(p, s, b, ctl, ch):
-    """DRAMsim3 ScheduleTransaction: move one transaction into its command queue."""
+    """DRAMsim3 ScheduleTransaction: move one transaction into its command queue.
+
+    One departure: when a drain stops at a write whose address has a pending read ("reads
+    first"), the read queue is served in the same cycle. DRAMsim3 moves nothing then and
+    restarts the drain next cycle, so with a full write buffer it never schedules that read
+    again (a livelock: its reads never return); elsewhere the two agree.
+    """
     wl = s.chan[ch, CH_WB_LEN]
     if s.chan[ch, CH_DRAINING] == 0 and wl > 0:
         if (
@@ -853,33 +890,14 @@ def _schedule_transaction(p, s, b, ctl, ch):
             or s.glob[G_FLUSH] != 0
         ):
             s.chan[ch, CH_DRAINING] = wl
-    draining = s.chan[ch, CH_DRAINING] > 0
-    n = wl if draining else s.chan[ch, CH_RQ_LEN]
-    for i in range(n):
-        rid = s.tq[ch, 1, i] if draining else s.tq[ch, 0, i]
-        q = b.req[rid, RQ_QUEUE]
-        if s.queue[ch, q, QU_LEN] >= p.cmd_queue_size:
-            continue
-        if draining:
-            if ht_get(s.rkeys, s.rvals, b.req[rid, RQ_ADDR]) >= 0:
-                # a pending read of this address goes first: stop draining
-                s.chan[ch, CH_DRAINING] = 0
-                return True
-            s.chan[ch, CH_DRAINING] -= 1
-            for j in range(i, n - 1):
-                s.tq[ch, 1, j] = s.tq[ch, 1, j + 1]
-            s.chan[ch, CH_WB_LEN] = n - 1
-        else:
-            for j in range(i, n - 1):
-                s.tq[ch, 0, j] = s.tq[ch, 0, j + 1]
-            s.chan[ch, CH_RQ_LEN] = n - 1
-        s.queue[ch, q, QU_ITEMS + s.queue[ch, q, QU_LEN]] = rid
-        s.queue[ch, q, QU_LEN] += 1
-        s.chan[ch, CH_CQ_TOTAL] += 1
-        s.queue[ch, q, QU_LB] = 0
+    if s.chan[ch, CH_DRAINING] > 0:
+        moved = _move_one(p, s, b, ch, 1)
+        if moved != MOVED_STOPPED:
+            return moved == MOVED_ONE
+        s.chan[ch, CH_DRAINING] = 0  # the pending read goes first
+        _move_one(p, s, b, ch, 0)
         return True
-    return False
-
+    return _move_one(p, s, b, ch, 0) == MOVED_ONE
 
 
 @kernel
