@@ -231,3 +231,14 @@ def test_replace_revalidates():
     geometry = load_hw("neupims").memory.geometry
     with pytest.raises(ConfigError, match="channel_size_mib: geometry does not add up"):
         dataclasses.replace(geometry, ranks=4)
+
+
+def test_off_is_a_string_not_a_boolean():
+    """YAML 1.1 reads `off` as false; the loader uses YAML 1.2 booleans (true/false only),
+    so a choice named "off" can be given plainly, in a file or an override."""
+    from neupims_py.config import load_hw
+
+    cfg = load_hw("neupims", ["memory.controller.refresh_policy=off"])
+    assert cfg.memory.controller.refresh_policy == "off"
+    with pytest.raises(UserError, match="sub_batch_interleaving"):
+        load_hw("neupims", ["system.sub_batch_interleaving=yes"])

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,8 @@ def _find_preset(name: str, file: Path) -> Path:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, but a key given twice in one mapping is an error."""
+    """PyYAML's safe loader, but a key given twice in one mapping is an error, and only
+    true/false are booleans (YAML 1.2), so `refresh_policy: off` stays the string "off"."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -139,6 +141,15 @@ class _StrictLoader(yaml.SafeLoader):
                         None, None, f"key {key!r} given twice", key_node.start_mark
                     )
         return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _parse_yaml(text: str, source: str) -> Any:
@@ -266,7 +277,7 @@ def _apply_override(cls: type, tree: dict, origins: dict[str, str], text: str) -
     if not sep or not key:
         raise UserError("expected dotted.key=value, e.g. memory.timing.tRCDRD=16", path=source)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else None
     except yaml.YAMLError:
         raise UserError(f"cannot read the value {raw!r} as a YAML scalar", path=source) from None
     parts = key.split(".")
