@@ -21,9 +21,9 @@ from pathlib import Path
 
 from neupims_py.compiler.iteration import BatchEntry, IterationResult, IterationSimulator
 from neupims_py.config import load_hw
-from neupims_py.dram.cli import write_json
 from neupims_py.errors import UserError
 from neupims_py.model import load_model
+from neupims_py.outputs import add_override_option, output_path, write_json
 
 MODES = ("npu-only", "npu+pim", "neupims")
 
@@ -78,21 +78,12 @@ def register(subparsers) -> None:
         "shipped presets set them)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
-    p.add_argument(
-        "-p",
-        "--param",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a configuration value, e.g. -p system.sub_batch_threshold=64 "
-        "(repeatable; applied after --mode)",
-    )
+    add_override_option(p, "system.sub_batch_threshold=64 (applied after --mode)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    json_path = _output_path(args.json, "--json") if args.json else None
+    json_path = output_path(args.json, "--json") if args.json else None
     overrides = [*MODE_OVERRIDES.get(args.mode, ()), *args.overrides]
     hw = load_hw(args.hw, overrides)
     model = load_model(args.model)
@@ -231,14 +222,3 @@ def format_report(report: dict, result: IterationResult, model_layers: int) -> s
         f"simulated in {report['wall_seconds']:.2f} s wall",
     ]
     return "\n".join(lines)
-
-
-def _output_path(text: str, flag: str) -> Path:
-    """Check an output's place before the run, so a long simulation does not end in an error."""
-    path = Path(text)
-    if not path.parent.is_dir():
-        raise UserError(f"the directory {str(path.parent)!r} does not exist; create it first",
-                        field=flag)
-    if path.is_dir():
-        raise UserError(f"{text!r} is a directory; give a file name", field=flag)
-    return path

@@ -8,7 +8,6 @@ under a temporary name and renamed into place.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from neupims_py.dram.lower import lower_memory
 from neupims_py.dram.replay import replay
 from neupims_py.dram.trace_io import FORMATS, DramTrace, read_trace
 from neupims_py.errors import UserError
+from neupims_py.outputs import add_override_option, output_path, write_json
 from neupims_py.formats import DRAMSIM3_CMD_NAMES, NUM_CMDS
 
 # DRAMsim3 names channel N's command trace <output_prefix>ch_<N>cmd.trace; its default
@@ -65,25 +65,17 @@ def register(subparsers) -> None:
         help="write every issued command to DIR/" + CMD_TRACE_NAME.format("<N>")
         + " per channel, in DRAMsim3's command-trace layout (files of those names are replaced)",
     )
-    p.add_argument(
-        "-p",
-        "--param",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a configuration value, e.g. -p memory.timing.tRCDRD=16 (repeatable)",
-    )
+    add_override_option(p, "memory.timing.tRCDRD=16")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     if args.max_inject_per_cycle < 1:
         raise UserError("must be at least 1", field="--max-inject-per-cycle")
-    json_path = _output_path(args.json, "--json") if args.json else None
+    json_path = output_path(args.json, "--json") if args.json else None
     cmd_dir = None
     if args.cmd_trace:
-        cmd_dir = _output_path(args.cmd_trace, "--cmd-trace", directory=True)
+        cmd_dir = output_path(args.cmd_trace, "--cmd-trace", directory=True)
     hw = load_hw(args.hw, args.overrides)
     mem = hw.memory
 
@@ -194,32 +186,6 @@ def format_report(report: dict, mem) -> str:
         f"({report['requests_per_second']:,.0f} requests/s)",
     ]
     return "\n".join(lines)
-
-
-def _output_path(text: str, flag: str, *, directory: bool = False) -> Path:
-    """Check an output's place before the run, so a long replay does not end in an error."""
-    path = Path(text)
-    if not path.parent.is_dir():
-        raise UserError(f"the directory {str(path.parent)!r} does not exist; create it first",
-                        field=flag)
-    if directory and path.exists() and not path.is_dir():
-        raise UserError(f"{text!r} is a file; give a directory (made if missing)", field=flag)
-    if not directory and path.is_dir():
-        raise UserError(f"{text!r} is a directory; give a file name", field=flag)
-    return path
-
-
-def write_json(path: Path, report: dict) -> None:
-    """Write `report` to `path` through a temporary file: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CommandTraceWriter:
