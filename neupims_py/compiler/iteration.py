@@ -213,7 +213,7 @@ class IterationSimulator:
         return j
 
     def _mha(self, ph: Phase, layer: int, entries, tag: str, after: int = -1) -> None:
-        m, npu = self.model, self.hw.npu
+        m = self.model
         hs, dh = m.heads_per_shard, m.head_dim
         for e in entries:
             if e.q_len > 1 or not self.pim:
