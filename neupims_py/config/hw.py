@@ -1,4 +1,5 @@
-"""The hardware configuration: NPU, HBM memory (geometry, timing, controller, PIM, power), system.
+"""The hardware configuration: NPU, HBM memory (geometry, timing, controller, PIM, power),
+system, and the serving loop's scheduler.
 
 Frozen, slotted dataclasses with one help text and unit per field; every derived value is
 a property, so ``dataclasses.replace`` never leaves one stale. Construction validates (see
@@ -439,6 +440,52 @@ class SystemConfig:
         check_fields(self)
 
 
+SCHEDULER_POLICIES = ("orca", "chunked")
+CHANNEL_POLICIES = ("round-robin", "min-load", "random")
+CHANNEL_FULL_POLICIES = ("wait", "migrate")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerConfig:
+    """The serving loop: batching policy, admission limits and KV placement (DESIGN.md,
+    'The serving loop'). A limit of 0 means "derived" or "none", as each field says."""
+
+    policy: str = spec(
+        "orca: iteration-level batching, a prompt is prefilled whole in one iteration; "
+        "chunked: prompts are split into chunks that fill each iteration's token budget "
+        "(max_batch_tokens) left over by the decodes", "", default="orca",
+        choices=SCHEDULER_POLICIES)
+    max_batch_size: int = spec("requests in one iteration's batch (prefills and decodes)",
+                               "requests", default=256, minimum=1)
+    max_batch_tokens: int = spec(
+        "tokens in one iteration: one per decode plus every prefill (or chunk) token",
+        "tokens", default=2048, minimum=1)
+    max_total_tokens: int = spec(
+        "KV capacity across the running batch: the sum over admitted requests of their "
+        "prompt + history + output tokens (reserved at admission); 0: derived from the "
+        "memory left after the weights (channels x free rows per bank / KV rows per token)",
+        "tokens", default=0, minimum=0)
+    max_request_tokens: int = spec(
+        "history + prompt + output tokens of one request; 0: what one channel's free rows "
+        "hold (a request's KV cache lives in one channel)", "tokens", default=0, minimum=0)
+    max_prompt_tokens: int = spec(
+        "history + prompt tokens of one request; 0: no limit of its own (orca still needs "
+        "the prompt to fit max_batch_tokens)", "tokens", default=0, minimum=0)
+    channel_policy: str = spec(
+        "PIM channel of a new request's KV cache: round-robin; min-load (the channel with "
+        "the least estimated attention work: the sum of its requests' KV lengths; ties to "
+        "the lowest channel); random (uniform, from the run's seed)", "", default="min-load",
+        choices=CHANNEL_POLICIES)
+    channel_full: str = spec(
+        "when the chosen channel has too few free KV rows: wait (the request, and every "
+        "later one, waits until rows free up there; FCFS) or migrate (it goes to the "
+        "channel with the most free rows instead, if that one has room)", "",
+        default="wait", choices=CHANNEL_FULL_POLICIES)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HwConfig:
     """The whole accelerator: NPU, memory with PIM, and the system mode."""
@@ -449,6 +496,8 @@ class HwConfig:
     memory: MemoryConfig = spec("memory system")
     npu: NpuConfig = spec("NPU")
     system: SystemConfig = spec("system mode")
+    scheduler: SchedulerConfig = spec("serving loop: batching, admission limits, KV placement",
+                                      default_factory=SchedulerConfig)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -1,0 +1,137 @@
+"""The `neupims-sim run` command: serve a request trace on a hardware configuration.
+
+    neupims-sim run hwconfigs/neupims.yaml traces/sharegpt-1k-poisson.h5 --out results/
+
+The model comes from `--model` (a shipped name such as gpt3-7b, or a YAML path); the
+scheduler and its limits from the configuration's `scheduler:` section (override with
+`-p scheduler.policy=chunked`). Iteration costs are composed from memoised cycle-level
+pieces unless `--exact` simulates every iteration whole (slow: small traces only).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from neupims_py import __version__
+from neupims_py.compiler.cli import MODE_OVERRIDES
+from neupims_py.config import config_hash, hw_to_dict, load_hw
+from neupims_py.errors import UserError
+from neupims_py.model import load_model
+from neupims_py.serving.cost_model import ExactCost, ReuseCost
+from neupims_py.serving.metrics import (
+    Clock,
+    check_out_dir,
+    format_table,
+    output_texts,
+    summarize,
+    write_outputs,
+)
+from neupims_py.serving.orchestrator import Orchestrator
+from neupims_py.workload import load_trace
+
+DEFAULT_MODEL = "gpt3-7b"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="serve a request trace: arrivals, batching, prefill and decode on NPU + PIM",
+        description="Serve the requests of a trace.h5 on a hardware configuration: "
+        "iteration-level batches (scheduler: section of the configuration), KV caches "
+        "placed on PIM channels, each iteration's cost from the cycle-level simulator. "
+        "Prints a summary table; --out writes summary.json, requests.csv, tokens.csv and "
+        "iterations.csv.",
+    )
+    p.add_argument("hw", metavar="HW.yaml", help="hardware configuration file or preset name")
+    p.add_argument("trace", metavar="TRACE.h5", help="request trace (make one with `neupims-sim trace`)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model file or shipped model name (default {DEFAULT_MODEL})")
+    p.add_argument("--mode", choices=tuple(MODE_OVERRIDES),
+                   help="run this system on the configuration's NPU and memory (as the shipped "
+                   "presets set system.mode, memory.pim.* and sub-batch interleaving)")
+    p.add_argument("-p", "--param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a configuration value, e.g. -p scheduler.policy=chunked "
+                   "(repeatable; applied after --mode)")
+    p.add_argument("--exact", action="store_true",
+                   help="simulate every iteration whole, every layer (slow; small traces)")
+    p.add_argument("--exact-tokens", action="store_true",
+                   help="without --exact: simulate the weight stream at every distinct token "
+                   "count above the array height instead of interpolating between grid points")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random generator (channel_policy random); default 0")
+    p.add_argument("--max-requests", type=int, metavar="N",
+                   help="serve only the first N requests of the trace")
+    p.add_argument("--out", metavar="DIR", help="write the result files into DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    out = check_out_dir(args.out) if args.out else None
+    overrides = [*MODE_OVERRIDES.get(args.mode, ()), *args.overrides]
+    hw = load_hw(args.hw, overrides)
+    model = load_model(args.model)
+    trace = load_trace(args.trace)
+    rows = trace.requests
+    if args.max_requests is not None:
+        if args.max_requests < 1:
+            raise UserError("must be at least 1", field="--max-requests")
+        rows = rows[: args.max_requests]
+    cost = ExactCost(hw, model) if args.exact else ReuseCost(hw, model, exact_tokens=args.exact_tokens)
+    orch = Orchestrator(hw, model, cost, seed=args.seed)
+    progress = None if args.quiet else Progress(hw.npu.clock_mhz)
+    wall = time.perf_counter()
+    result = orch.run(rows, progress)
+    wall = time.perf_counter() - wall
+    if progress is not None:
+        progress.close()
+    meta = {
+        "neupims_sim": __version__,
+        "hw": hw.name,
+        "hw_config_hash": config_hash(hw),
+        "mode": hw.system.mode,
+        "model": model.name,
+        "trace": {"file": str(args.trace).replace("\\", "/").rsplit("/", 1)[-1],
+                  "source": trace.attrs.get("source"), "command": trace.attrs.get("command"),
+                  "requests_served": int(len(rows))},
+        "seed": args.seed,
+        "overrides": overrides,
+        "scheduler": hw_to_dict(hw)["scheduler"],
+        "cost_model": cost.describe(),
+    }
+    clock = Clock(hw.npu.clock_mhz)
+    summary = summarize(result, clock, hw=hw, meta=meta)
+    print(format_table(summary, wall))
+    if out is not None:
+        write_outputs(out, output_texts(result, summary, clock))
+        print(f"wrote {out}/summary.json, requests.csv, tokens.csv, iterations.csv")
+    return 0
+
+
+class Progress:
+    """A one-line progress report on stderr, at most every half second."""
+
+    def __init__(self, clock_mhz: float, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.ns_per_cycle = 1000.0 / clock_mhz
+        self.start = self.last = time.perf_counter()
+        self.shown = False
+
+    def __call__(self, now_cycles, done, total, iterations, batch) -> None:
+        t = time.perf_counter()
+        if t - self.last < (0.5 if self.tty else 10.0):
+            return
+        self.last = t
+        sim_s = now_cycles * self.ns_per_cycle / 1e9
+        line = (f"{done}/{total} requests done, {iterations} iterations, batch {batch}, "
+                f"{sim_s:.2f} s simulated in {t - self.start:.0f} s")
+        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,494 @@
+"""Cycle-level pieces of an iteration, simulated once on the engine and memoised.
+
+`ReuseCost` (cost_model.py) composes an iteration from these instead of simulating it
+whole. Each piece is a small engine run on a fresh engine state (so a value never depends
+on what was measured before it, nor on the order requests arrive in):
+
+- the weight stream of a phase: the GEMM weight tiles of one layer's operators (`pre`:
+  QKV generation; `post`: projection and FFN; `layer`: post of one layer then pre of the
+  next, as an interleaved sub-batch runs them; `fused`: pre then post, as npu-only runs a
+  layer), every tile's weights read from DRAM. Its result is, per GEMM, the cycle its last
+  tile ends (before the GEMM's join). A tile costs max(stream, tile rows) + preload, so
+  every token count with stream = max(T, 4) <= the smallest tile's rows (128) gives the
+  very same tile schedule: one run covers them all, exactly. Above that, the stream is run
+  at grid points (ratio `grid_ratio`) and interpolated linearly, and once three grid points
+  are collinear (within COLLINEAR_TOLERANCE) for every GEMM (compute-bound: tiles no
+  longer wait for DRAM) the line is extended instead of simulating more; `exact_tokens`
+  runs every distinct count instead.
+- per request, the serial work it puts on its own channel: its decode attention as PIM
+  GEMVs, keyed by the command stream (same key = same commands: K-tile count, V blocks,
+  COMPs of the last block); the K/V writes of its new tokens, keyed by (tokens, alignment);
+  the reads of its cached K/V for attention on the NPU, measured at multiples of `banks`
+  tokens and interpolated in between. Each is run as 1 and as `copies` requests on one
+  channel (distinct rows), giving `base` (alone) and `step` (each further one), so a
+  channel's work is sum(step) + max(base - step).
+
+What is *not* cycle-level here, and is composed in cost_model.py instead: how these pieces
+overlap inside one phase (vector operators are replayed exactly from their analytic
+costs; channel work and NPU work are combined with max/sum per the phase structure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from neupims_py.compiler.iteration import BatchEntry, IterationSimulator
+from neupims_py.compiler.program import Phase
+from neupims_py.engine import dram as eng
+from neupims_py.formats import NUM_STATS
+
+STREAM_KINDS = ("pre", "post", "layer", "fused")
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class StreamMeasure(NamedTuple):
+    """One weight stream: where each GEMM's last tile ends, what it cost the memory."""
+
+    ends: tuple[float, ...]  # per GEMM, in program order: cycle its last tile ends (phase-relative)
+    array_busy: float  # systolic-array busy cycles, all arrays
+    stats: np.ndarray  # float64 [Stat], summed over channels
+    read_bytes: float  # weight bytes read
+
+
+class ChannelWork(NamedTuple):
+    """Serial work one request puts on its channel. Writes are posted: the engine counts a
+    phase done when the last write is accepted (`base`, `step`), while the channel is busy
+    until they are drained into the banks (`drained_base`, `drained_step`), which is what
+    traffic queued behind them waits for."""
+
+    base: float  # cycles alone on an idle channel
+    step: float  # cycles each further such request adds on the same channel
+    drained_base: float  # as base, until buffered writes have been written
+    drained_step: float
+    pim_busy: float  # PIM busy cycles per request
+    stats: np.ndarray  # float64 [Stat] per request
+
+
+ZERO_WORK = ChannelWork(0.0, 0.0, 0.0, 0.0, 0.0, np.zeros(NUM_STATS))
+
+
+@dataclass
+class Components:
+    """Measures and memoises the pieces; `measured` counts engine runs per kind."""
+
+    hw: object
+    model: object
+    exact_tokens: bool = False
+    grid_ratio: float = 2 ** 0.25
+    copies: int = 3
+    sim: IterationSimulator = field(init=False)
+    measured: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = IterationSimulator(self.hw, self.model)
+        self.measured = {k: 0 for k in ("stream", "pim", "write", "read")}
+        self._streams: dict[tuple[str, int], StreamMeasure] = {}
+        self._pim: dict[tuple, ChannelWork] = {}
+        self._decode: dict[tuple, ChannelWork] = {}
+        self._write: dict[tuple, ChannelWork] = {}
+        self._read: dict[int, ChannelWork] = {}
+        self._slow: dict[tuple[str, int], float] = {}
+        self._beta: dict[bool, float] = {}
+        npu = self.hw.npu
+        mats = self.model.weight_matrices()
+        self.pre_mats = mats[:1]
+        self.post_mats = mats[1:]
+        # the smallest tile K extent: below it, the token count does not change any tile
+        self.min_rows = min(min(npu.array_rows, w.rows % npu.array_rows or npu.array_rows) for w in mats)
+        self._fake = -1
+        L = self.sim.layout
+        self.banks = L.banks
+        self.elems_per_row = L.elems_per_row
+
+    # ------------------------------------------------------------------ weight streams
+    def stream_class(self, tokens: int) -> int:
+        """The stream value a token count is simulated at (all T with max(T, 4) <= min_rows
+        share one class)."""
+        s = max(tokens, 4)
+        return self.min_rows if s <= self.min_rows else s
+
+    def gemms(self, kind: str) -> tuple:
+        """(layer, WeightMatrix) of each GEMM of a stream kind, in program order."""
+        second = 1 if self.model.layers_per_stage > 1 else 0
+        pre0 = [(0, w) for w in self.pre_mats]
+        post0 = [(0, w) for w in self.post_mats]
+        return {
+            "pre": pre0,
+            "post": post0,
+            "layer": post0 + [(second, w) for w in self.pre_mats],
+            "fused": pre0 + post0,
+        }[kind]
+
+    def stream(self, kind: str, tokens: int) -> StreamMeasure:
+        """The weight stream of `kind` for `tokens` tokens (see the module docstring).
+
+        Grid points are measured from the bottom up to the pair around the token count, so
+        what a count gets never depends on which counts came before it."""
+        s = self.stream_class(tokens)
+        if s == self.min_rows or self.exact_tokens:
+            return self._stream_at(kind, s)
+        seen: list[tuple[int, StreamMeasure]] = []
+        for p in self._grid():
+            if p >= s:
+                if p == s:
+                    return self._stream_at(kind, s)
+                lo, a = seen[-1]
+                return _interpolate(a, lo, self._stream_at(kind, p), p, s)
+            seen.append((p, self._stream_at(kind, p)))
+            if len(seen) >= 3 and _collinear(seen[-3:]) and self._compute_bound(kind, seen[-2:]):
+                return _extend(seen[-2], seen[-1], s)
+        raise AssertionError("unreachable: the grid is unbounded")
+
+    def _compute_bound(self, kind: str, pts) -> bool:
+        """The stream's end grows by one cycle per token for every tile on the busiest
+        array (within COLLINEAR_TOLERANCE * 10): no tile waits for its weights any more.
+        (A flat stretch, where DRAM bounds every tile, is collinear too, and says nothing
+        about larger counts.)"""
+        npu = self.hw.npu
+        tiles = sum(_ceil(w.rows, npu.array_rows) * _ceil(w.cols, npu.array_cols) for _, w in self.gemms(kind))
+        per_array = _ceil(tiles, npu.systolic_arrays)
+        (p1, a), (p2, b) = pts
+        slope = (b.ends[-1] - a.ends[-1]) / (p2 - p1)
+        return abs(slope - per_array) <= 10 * COLLINEAR_TOLERANCE * per_array
+
+    def _grid_until(self, s: int) -> list[int]:
+        out = []
+        for p in self._grid():
+            out.append(p)
+            if p >= s:
+                return out
+
+    def _grid(self):
+        """min_rows * grid_ratio^k, rounded, strictly increasing, without end."""
+        p, k = self.min_rows, 0
+        while True:
+            yield p
+            k += 1
+            p = max(p + 1, int(round(self.min_rows * self.grid_ratio ** k)))
+
+    def _stream_at(self, kind: str, s: int) -> StreamMeasure:
+        key = (kind, s)
+        got = self._streams.get(key)
+        if got is not None:
+            return got
+        hw = self.hw
+        npu = hw.npu
+        ph = _new_phase(hw)
+        T = 1 if s == self.min_rows else s
+        for layer, w in self.gemms(kind):
+            ph.gemm(npu, f"{layer}.{w.name}", T, w.rows, w.cols, self.sim.w_base[(layer, w.name)])
+        res = run_phase(ph, self.sim)
+        tail = join_tail(npu, T)
+        ends = tuple(res.ends[f"{layer}.{w.name}"] - tail for layer, w in self.gemms(kind))
+        got = StreamMeasure(
+            ends=ends,
+            array_busy=res.array_busy,
+            stats=res.stats,
+            read_bytes=res.reads * hw.memory.geometry.burst_bytes,
+        )
+        self._streams[key] = got
+        self.measured["stream"] += 1
+        return got
+
+    def stream_slowdown(self, kind: str, tokens: int) -> float:
+        """gamma: how much longer the weight stream of `kind` takes while every channel runs
+        PIM GEMVs the whole time (dual row buffers still share the command bus and the tFAW
+        window), as a fraction of its time alone. Measured per stream class (and, above
+        min_rows, at the grid point at or below the count)."""
+        s = self.stream_class(tokens)
+        if s != self.min_rows and not self.exact_tokens:
+            s = max(p for p in self._grid_until(s) if p <= s)
+        key = (kind, s)
+        got = self._slow.get(key)
+        if got is not None:
+            return got
+        alone = self._stream_at(kind, s)
+        S = alone.ends[-1]
+        kv = self.elems_per_row
+        while self.pim(kv).base < 2 * S:
+            kv *= 2
+        T = 1 if s == self.min_rows else s
+        ph = _new_phase(self.hw)
+        for layer, w in self.gemms(kind):
+            ph.gemm(self.hw.npu, f"{layer}.{w.name}", T, w.rows, w.cols, self.sim.w_base[(layer, w.name)])
+        fakes = []
+        for ch in range(self.sim.layout.channels):
+            e = self._fake_entry(1, kv, ch)
+            fakes.append(e.req)
+            self.sim._pim_gemv(ph, e, "attention_pim", -1)
+        res = run_phase(ph, self.sim)
+        for r in fakes:
+            self.sim.release(r)
+        layer, w = self.gemms(kind)[-1]
+        contended = res.ends[f"{layer}.{w.name}"] - join_tail(self.hw.npu, T)
+        got = max(0.0, (contended - S) / S)
+        self._slow[key] = got
+        self.measured["stream"] += 1
+        return got
+
+    def write_pim_overlap(self, q_len: int) -> float:
+        """beta: on one channel, K/V writes W and PIM GEMVs P take max(W, P) + beta *
+        min(W, P). How much writes get in PIM's way depends on the row buffers and on
+        whether the writes fit the write buffer, so beta is measured per row-buffer kind
+        for a decode's write (q_len 1) and for a prompt's (q_len > banks: `banks` * 8
+        tokens), against a GEMV over one V row of tokens. W is counted drained with dual
+        row buffers (the writes go to the banks while PIM computes) and accepted with a
+        single one (they are buffered, and drain after it)."""
+        big = q_len > self.banks
+        if big not in self._beta:
+            q = 8 * self.banks if big else 1
+
+            def pim(ph, e):
+                self.sim._pim_gemv(ph, e, "attention_pim", -1)
+
+            def write(ph, e):
+                ph.writes(self.sim._kv_token_bursts(e, range(e.kv_len, e.kv_len + e.q_len)))
+            P = self._run_on_channel([(pim, 1, self.elems_per_row)]).cycles
+            w = self._run_on_channel([(write, q, 0)])
+            W = w.drained if self.hw.memory.pim.row_buffers == "dual" else w.cycles
+            both = self._run_on_channel([(pim, 1, self.elems_per_row), (write, q, 0)]).cycles
+            self._beta[big] = (both - max(P, W)) / max(1.0, min(P, W))
+            self.measured["write"] += 3
+        return self._beta[big]
+
+    # ------------------------------------------------------------------ channel work
+    def pim_key(self, kvn: int) -> tuple[int, int, int]:
+        """Everything the PIM command stream of a decode over kvn cached tokens depends on."""
+        pim = self.hw.memory.pim
+        blocks = _ceil(kvn, self.elems_per_row)
+        last = kvn - (blocks - 1) * self.elems_per_row
+        return (_ceil(kvn, self.banks), blocks, max(_ceil(last, pim.multipliers_per_bank), pim.comps_readres_min_k))
+
+    def _canonical_kv(self, kv_len: int) -> int:
+        """The smallest KV length with the same PIM key: what a key is measured at, so the
+        value of a key does not depend on which request met it first."""
+        key = self.pim_key(kv_len + 1)
+        while kv_len > 0 and self.pim_key(kv_len) == key:
+            kv_len -= 1
+        return kv_len
+
+    def pim(self, kv_len: int) -> ChannelWork:
+        """PIM attention of one decode (q_len 1) over kv_len cached tokens."""
+        key = self.pim_key(kv_len + 1)
+        got = self._pim.get(key)
+        if got is None:
+            def build(ph, e):
+                self.sim._pim_gemv(ph, e, "attention_pim", -1)
+            got = self._channel_work(build, 1, self._canonical_kv(kv_len))
+            self._pim[key] = got
+            self.measured["pim"] += 1
+        return got
+
+    def decode(self, kv_len: int) -> ChannelWork:
+        """A decode's channel work when its K/V write and its PIM attention start together
+        (no sub-batches: both wait for QKV): measured as one piece, keyed by the PIM
+        command stream, at the key's smallest KV length (the write's position within its
+        32-token K row group, which moves the write by a few percent, is that one's)."""
+        key = self.pim_key(kv_len + 1)
+        got = self._decode.get(key)
+        if got is None:
+            def build(ph, e):
+                ph.writes(self.sim._kv_token_bursts(e, range(e.kv_len, e.kv_len + 1)))
+                self.sim._pim_gemv(ph, e, "attention_pim", -1)
+            got = self._channel_work(build, 1, self._canonical_kv(kv_len))
+            self._decode[key] = got
+            self.measured["pim"] += 1
+        return got
+
+    def kv_write(self, q_len: int, kv_len: int) -> ChannelWork:
+        """Writing q_len new tokens' K and V after kv_len cached ones. Up to `banks` new
+        tokens the key is (tokens, position modulo `banks`): the banks and rows the K
+        writes hit relative to each other repeat with that period, and a V write touches
+        one burst column of every dimension's row wherever the token is (a chunk that
+        crosses a 512-token V block boundary is taken as one that does not). Above `banks`
+        tokens, where writes stream at the channel's bandwidth: measured at banks * 2^k
+        around q_len (same alignment) and interpolated linearly."""
+        g = self.banks
+        if q_len <= g:
+            return self._write_at(q_len, kv_len % g)
+        lo = g
+        while lo * 2 <= q_len:
+            lo *= 2
+        a = self._write_at(lo, kv_len % g)
+        if lo == q_len:
+            return a
+        return _mix(a, self._write_at(2 * lo, kv_len % g), (q_len - lo) / lo)
+
+    def _write_at(self, q_len: int, offset: int) -> ChannelWork:
+        key = (q_len, offset)
+        got = self._write.get(key)
+        if got is None:
+            def build(ph, e):
+                ph.writes(self.sim._kv_token_bursts(e, range(e.kv_len, e.kv_len + e.q_len)))
+            got = self._channel_work(build, q_len, offset)
+            self._write[key] = got
+            self.measured["write"] += 1
+        return got
+
+    def kv_read(self, kv_len: int) -> ChannelWork:
+        """Reading the cached K and V of kv_len tokens (attention on the NPU): measured at
+        multiples of `banks` tokens, interpolated in between."""
+        if kv_len <= 0:
+            return ZERO_WORK
+        g = self.banks
+        lo = (kv_len // g) * g
+        b = self._read_at(lo + g) if lo != kv_len else None
+        a = self._read_at(lo) if lo > 0 else ZERO_WORK
+        if b is None:
+            return a
+        return _mix(a, b, (kv_len - lo) / g)
+
+    def _read_at(self, kv_len: int) -> ChannelWork:
+        got = self._read.get(kv_len)
+        if got is None:
+            def build(ph, e):
+                ph.reads(self.sim._kv_token_bursts(e, range(0, e.kv_len)), -1)
+            got = self._channel_work(build, 1, kv_len)
+            self._read[kv_len] = got
+            self.measured["read"] += 1
+        return got
+
+    def _fake_entry(self, q_len: int, kv_len: int, channel: int) -> BatchEntry:
+        e = BatchEntry(self._fake, q_len, kv_len, channel)
+        self._fake -= 1
+        self.sim.ensure_kv(e, kv_len + q_len)
+        return e
+
+    def _run_on_channel(self, parts):
+        """One engine run of `parts` [(build, q_len, kv_len)], each a fresh request on
+        channel 0, from a fresh engine state."""
+        ph = _new_phase(self.hw)
+        fakes = []
+        for build, q_len, kv_len in parts:
+            e = self._fake_entry(q_len, kv_len, 0)
+            fakes.append(e.req)
+            build(ph, e)
+        res = run_phase(ph, self.sim)
+        for r in fakes:
+            self.sim.release(r)
+        return res
+
+    def _channel_work(self, build, q_len: int, kv_len: int) -> ChannelWork:
+        """Run `build` for 1 and for `copies` requests (distinct rows) on channel 0."""
+        one = self._run_on_channel([(build, q_len, kv_len)])
+        n = self.copies
+        many = self._run_on_channel([(build, q_len, kv_len)] * n)
+        return ChannelWork(
+            base=one.cycles,
+            step=(many.cycles - one.cycles) / (n - 1),
+            drained_base=one.drained,
+            drained_step=(many.drained - one.drained) / (n - 1),
+            pim_busy=many.pim_busy / n,
+            stats=many.stats / n,
+        )
+
+
+class Run(NamedTuple):
+    """An engine run of one phase, averaged over where in the refresh interval it starts."""
+
+    cycles: float  # the phase's cycles (to the last read returned / write accepted)
+    drained: float  # until buffered writes were written as well
+    ends: dict  # op name -> end cycle (phase-relative)
+    stats: np.ndarray  # float64 [Stat], summed over channels
+    array_busy: float
+    pim_busy: float
+    reads: float
+
+
+# A run shorter than this many refresh intervals is repeated from REFRESH_OFFSETS evenly
+# spaced starts within the interval and averaged: from a fresh state the first refresh
+# comes a whole interval after the start, which a short run would otherwise never meet.
+SHORT_RUN_INTERVALS = 4
+REFRESH_OFFSETS = 4
+
+
+def run_phase(ph: Phase, sim: IterationSimulator) -> Run:
+    """Run a phase from fresh engine states (the same phase, the same result, whatever ran
+    before), averaged over refresh offsets when it is short."""
+    p = sim.params
+    runs = []
+    interval = p.refresh_interval
+    for k in range(REFRESH_OFFSETS):
+        o = k * interval // REFRESH_OFFSETS
+        state = eng.new_state(p)
+        state.glob[eng.G_CLK] = o
+        res = ph.run(p, state, sim.max_inject)
+        runs.append((res, max(float(res.cycles), float(state.glob[eng.G_CLK] - o))))
+        if k == 0 and (p.refresh_policy == eng.REFRESH_OFF or res.cycles >= SHORT_RUN_INTERVALS * interval):
+            break
+    n = len(runs)
+    names = runs[0][0].ops.keys()
+    return Run(
+        cycles=sum(r.cycles for r, _ in runs) / n,
+        drained=sum(d for _, d in runs) / n,
+        ends={k: sum(r.ops[k]["end"] for r, _ in runs) / n for k in names},
+        stats=sum(r.stats.sum(axis=0).astype(np.float64) for r, _ in runs) / n,
+        array_busy=sum(float(r.npu_busy[:-1].sum()) for r, _ in runs) / n,
+        pim_busy=sum(float(r.pim_busy.sum()) for r, _ in runs) / n,
+        reads=sum(r.reads for r, _ in runs) / n,
+    )
+
+
+def _new_phase(hw) -> Phase:
+    npu = hw.npu
+    return Phase(arrays=npu.systolic_arrays, array_rows=npu.array_rows, array_cols=npu.array_cols,
+                 double_buffered=npu.double_buffered, burst_bytes=hw.memory.geometry.burst_bytes)
+
+
+def join_tail(npu, tokens: int) -> int:
+    """Cycles of a GEMM's join task after its last tile (compiler/program.py Phase.gemm)."""
+    R, C = npu.array_rows, npu.array_cols
+    stream = max(tokens, 4)
+    tail = R + C - 2 + stream - (max(stream, R) if npu.double_buffered else stream)
+    return max(tail, 0)
+
+
+def _mix(a: ChannelWork, b: ChannelWork, f: float) -> ChannelWork:
+    return ChannelWork(
+        base=a.base + (b.base - a.base) * f,
+        step=a.step + (b.step - a.step) * f,
+        drained_base=a.drained_base + (b.drained_base - a.drained_base) * f,
+        drained_step=a.drained_step + (b.drained_step - a.drained_step) * f,
+        pim_busy=a.pim_busy + (b.pim_busy - a.pim_busy) * f,
+        stats=a.stats + (b.stats - a.stats) * f,
+    )
+
+
+def _interpolate(a: StreamMeasure, lo: int, b: StreamMeasure, hi: int, s: int) -> StreamMeasure:
+    f = (s - lo) / (hi - lo)
+    return StreamMeasure(
+        ends=tuple(x + (y - x) * f for x, y in zip(a.ends, b.ends)),
+        array_busy=a.array_busy + (b.array_busy - a.array_busy) * f,
+        stats=a.stats,  # weight traffic does not depend on the token count
+        read_bytes=a.read_bytes,
+    )
+
+
+# Three grid points are "on one line" when the third is within this fraction of the line
+# through the first two (for every GEMM end): compute-bound streams vary by a few cycles.
+COLLINEAR_TOLERANCE = 1e-3
+
+
+def _collinear(pts) -> bool:
+    """Three (grid point, measure) pairs on one line for every GEMM end."""
+    (p0, m0), (p1, m1), (p2, m2) = pts
+    return all(abs(e1 + (e1 - e0) * (p2 - p1) / (p1 - p0) - e2) <= COLLINEAR_TOLERANCE * e2
+               for e0, e1, e2 in zip(m0.ends, m1.ends, m2.ends))
+
+
+def _extend(first, last, s: int) -> StreamMeasure:
+    """The line through two measured points, at s (compute-bound streams are linear)."""
+    (p1, a), (p2, b) = first, last
+    f = (s - p2) / (p2 - p1)
+    return StreamMeasure(
+        ends=tuple(y + (y - x) * f for x, y in zip(a.ends, b.ends)),
+        array_busy=b.array_busy + (b.array_busy - a.array_busy) * f,
+        stats=b.stats,
+        read_bytes=b.read_bytes,
+    )

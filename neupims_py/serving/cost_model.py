@@ -1,0 +1,532 @@
+"""What an iteration costs: cycles, where they went, and the counters energy needs.
+
+One interface, two implementations:
+
+- `ExactCost` simulates every iteration whole on the cycle-level engine
+  (`IterationSimulator.simulate(..., exact=True)`: every layer, one persistent engine state).
+  Right by construction, and slow: for small traces and for checking `ReuseCost`.
+- `ReuseCost` (the default) composes an iteration from cycle-level pieces simulated once
+  and memoised (components.py): weight streams per token class; per request, the PIM
+  attention, K/V writes and K/V reads it puts on its channel; and two calibrations (how
+  much a weight stream slows down while PIM runs beside it, `stream_slowdown`; how much
+  K/V writes get in PIM's way on one channel, `write_pim_overlap`). The composition
+  follows the phase structure of `IterationSimulator.plan()`:
+
+  * npu-only, one phase per layer: pre (norm, QKV), attention on the NPU, post
+    (projection, FFN). A channel serves QKV weights, then its K/V writes and reads, then
+    post weights, so the post stream waits for the slowest channel; attention runs on
+    array `req % arrays` once its K/V arrived and delays that array's next tiles.
+  * npu+pim, and neupims below the sub-batch threshold, two phases per layer: pre, then
+    per channel the decodes' K/V writes and PIM GEMVs (measured together, as they start
+    together) beside the prefills' writes and reads, and prefill attention on the arrays;
+    then post with the softmax and partial sums of the PIM results.
+  * neupims with sub-batches: sb1.pre, then per layer two phases in which one sub-batch's
+    weight stream (post of the last layer + pre of this one, then its K/V writes) runs
+    while the other's attention runs on PIM from the phase start: phase = max(NPU side
+    slowed by the PIM beside it, the slowest channel's PIM + writes); then sb2.post.
+
+  Inside a phase, vector operators are replayed exactly over the measured tile ends (the
+  engine issues NPU tasks in program order: a vector task starts when the vector unit is
+  free and its dependency ended, a GEMM's join after every earlier task): for token counts
+  up to the array height this reproduces the engine's phase to the cycle. Channel work
+  adds up per channel. What the composition cannot see: engine state carried from one
+  phase to the next (open rows, the refresh schedule, write drains between phases), and
+  interactions beyond the two calibrations. tests/test_serving_cost_model.py measures the
+  difference to `ExactCost`.
+
+Cycles are NPU cycles; the engine runs NPU and memory on one clock (both presets 1 GHz).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from neupims_py.compiler.iteration import BatchEntry, IterationSimulator
+from neupims_py.formats import NUM_STATS, Stat
+from neupims_py.npu import VectorOp, attention_timing, rows_cycles, vector_cycles
+from neupims_py.serving.components import ChannelWork, Components, join_tail
+
+# Per-iteration operator groups recorded in iterations.csv (cycles summed over layers).
+OP_GROUPS = ("qkv", "proj", "ffn", "attention_npu", "attention_pim", "vector")
+_GEMM_GROUP = {"qkv": "qkv", "proj": "proj", "ffn1": "ffn", "ffn2": "ffn", "gate": "ffn",
+               "up": "ffn", "down": "ffn"}
+
+
+def op_group(name: str, unit: str) -> str:
+    """The OP_GROUPS entry of a compiler operator name (tags like 'sb1.' stripped)."""
+    base = name.rsplit(".", 1)[-1]
+    if unit == "vector":
+        return "vector"
+    if base in _GEMM_GROUP:
+        return _GEMM_GROUP[base]
+    return "attention_pim" if unit == "pim" else "attention_npu"
+
+
+@dataclass(frozen=True)
+class IterationCost:
+    """One iteration: its cycles, cycles per operator group (spans summed over layers and
+    phases, so overlapping groups both count), busy cycles, and DRAM/PIM counters."""
+
+    cycles: int
+    ops: dict  # OP_GROUPS -> cycles
+    array_busy: float  # systolic-array busy cycles, summed over arrays
+    vector_busy: float
+    pim_busy: float  # PIM busy cycles, summed over channels
+    overlap: int  # cycles PIM attention ran under NPU work (sub-batch interleaving)
+    stats: np.ndarray  # float64 [Stat], summed over channels
+    sub_batches: int
+    phases: tuple = field(default=())  # (label, cycles) of one layer's phases (ReuseCost) or all (ExactCost)
+
+
+class CostModel:
+    """`iteration_cycles(batch)`, plus the KV rows of each admitted request
+    (`admit`/`release`) for a model that lays KV caches out at real addresses."""
+
+    name = "base"
+
+    def __init__(self, hw, model):
+        self.hw = hw
+        self.model = model
+
+    def admit(self, req: int, channel: int, tokens: int) -> None:
+        """Request `req` holds KV rows for `tokens` tokens in `channel` from now on."""
+
+    def release(self, req: int) -> None:
+        """Request `req` finished: its rows are free."""
+
+    def iteration_cycles(self, batch: list[BatchEntry]) -> IterationCost:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"cost_model": self.name}
+
+
+class ExactCost(CostModel):
+    """Every iteration simulated whole, every layer, on one engine state."""
+
+    name = "exact"
+
+    def __init__(self, hw, model):
+        super().__init__(hw, model)
+        self.sim = IterationSimulator(hw, model)
+
+    def admit(self, req, channel, tokens):
+        self.sim.ensure_kv(BatchEntry(req, 1, 0, channel), tokens)
+
+    def release(self, req):
+        self.sim.release(req)
+
+    def iteration_cycles(self, batch):
+        r = self.sim.simulate(batch, exact=True)
+        ops = dict.fromkeys(OP_GROUPS, 0)
+        for name, o in r.ops.items():
+            ops[op_group(name, o["unit"])] += int(o["cycles"])
+        # PIM attention spans and weight-GEMM spans that did not fit side by side
+        pim_span = ops["attention_pim"]
+        npu_span = ops["qkv"] + ops["proj"] + ops["ffn"]
+        return IterationCost(
+            cycles=int(r.cycles),
+            ops=ops,
+            array_busy=float(r.npu_busy[:-1].sum()),
+            vector_busy=float(r.npu_busy[-1]),
+            pim_busy=float(r.pim_busy.sum()),
+            overlap=max(0, min(pim_span, npu_span, pim_span + npu_span - int(r.cycles))) if r.sub_batches > 1 else 0,
+            stats=r.stats.sum(axis=0).astype(np.float64),
+            sub_batches=r.sub_batches,
+            phases=tuple(r.phases),
+        )
+
+
+# ---------------------------------------------------------------------- replay of a phase
+
+
+class _Step(NamedTuple):
+    name: str
+    gemm: bool
+    cost: int  # vector ops: cycles; GEMMs: the join tail
+    dep: int  # index of the step this one waits for (-1: none)
+
+
+def _pre_steps(model, npu, T: int) -> tuple[list[_Step], int]:
+    """IterationSimulator._pre: norm1, QKV (join), rotary. Returns the steps and the index
+    of the step that K/V writes and attention wait for."""
+    norm = VectorOp.LAYERNORM if model.norm == "layernorm" else VectorOp.RMSNORM
+    tail = join_tail(npu, T)
+    steps = [_Step("norm1", False, vector_cycles(npu, norm, T, model.d_model), -1),
+             _Step("qkv", True, tail, -1)]
+    if model.rotary:
+        steps.append(_Step("rotary", False, vector_cycles(npu, VectorOp.ROTARY, T, 2 * model.d_shard), 1))
+    return steps, len(steps) - 1
+
+
+def _post_steps(model, npu, T: int, pim_lens: list[int], elems_per_row: int) -> list[_Step]:
+    """IterationSimulator._post: PIM softmax and partial sums, projection, residual, norm,
+    FFN, residual."""
+    tail = join_tail(npu, T)
+    steps: list[_Step] = []
+    hs = model.heads_per_shard
+    if pim_lens:
+        lens = np.repeat(np.asarray(pim_lens, np.int64), hs)
+        steps.append(_Step("softmax_pim", False, rows_cycles(npu, VectorOp.SOFTMAX, lens), -1))
+        blocks = sum(-(-n // elems_per_row) for n in pim_lens)
+        steps.append(_Step("partial_sums", False, vector_cycles(npu, VectorOp.ADD, blocks * hs, model.head_dim),
+                           len(steps) - 1))
+
+    def gemm(name):
+        steps.append(_Step(name, True, tail, -1))
+        return len(steps) - 1
+
+    def vec(name, cost, dep):
+        steps.append(_Step(name, False, cost, dep))
+        return len(steps) - 1
+
+    norm = VectorOp.LAYERNORM if model.norm == "layernorm" else VectorOp.RMSNORM
+    j = gemm("proj")
+    j = vec("residual1", vector_cycles(npu, VectorOp.ADD, T, model.d_model), j)
+    j = vec("norm2", vector_cycles(npu, norm, T, model.d_model), j)
+    if model.ffn_kind == "gelu":
+        j = gemm("ffn1")
+        j = vec("gelu", vector_cycles(npu, VectorOp.GELU, T, model.ffn_shard), j)
+        j = gemm("ffn2")
+    else:
+        gemm("gate")
+        j = gemm("up")
+        j = vec("swiglu", vector_cycles(npu, VectorOp.SWIGLU, T, model.ffn_shard), j)
+        j = gemm("down")
+    vec("residual2", vector_cycles(npu, VectorOp.ADD, T, model.d_model), j)
+    return steps
+
+
+def _replay(steps: list[_Step], tile_ends) -> list[float]:
+    """End cycle of every step, as the engine's in-order NPU task issue gives them: a GEMM's
+    join starts after every earlier task (its own tiles end at `tile_ends`, in GEMM order),
+    a vector task after the vector unit is free and its dependency ended."""
+    ends: list[float] = []
+    last = 0.0
+    vfree = 0.0
+    g = 0
+    for st in steps:
+        if st.gemm:
+            e = max(last, tile_ends[g]) + st.cost
+            g += 1
+        else:
+            e = max(vfree, ends[st.dep] if st.dep >= 0 else 0.0) + st.cost
+            vfree = e
+        last = max(last, e)
+        ends.append(e)
+    return ends
+
+
+def _works(writes) -> list[ChannelWork]:
+    """The work of (tokens, work) pairs."""
+    return [w for _, w in writes]
+
+
+def _channel_time(works: list[ChannelWork], drained: bool = False) -> float:
+    """Serial work on one channel: each request's step, plus the longest lead-in; with
+    `drained`, until posted writes have reached the banks."""
+    if not works:
+        return 0.0
+    if drained:
+        return sum(w.drained_step for w in works) + max(w.drained_base - w.drained_step for w in works)
+    return sum(w.step for w in works) + max(w.base - w.step for w in works)
+
+
+class _Acc:
+    """Accumulates one iteration's composition: ops, busy cycles and counters, with a
+    multiplicity (layers a phase stands for)."""
+
+    def __init__(self):
+        self.ops = dict.fromkeys(OP_GROUPS, 0.0)
+        self.array_busy = 0.0
+        self.vector_busy = 0.0
+        self.pim_busy = 0.0
+        self.overlap = 0.0
+        self.stats = np.zeros(NUM_STATS)
+
+
+class ReuseCost(CostModel):
+    """An iteration composed from memoised cycle-level pieces (see the module docstring)."""
+
+    name = "reuse"
+
+    def __init__(self, hw, model, *, exact_tokens: bool = False, grid_ratio: float = 2 ** 0.25):
+        super().__init__(hw, model)
+        self.parts = Components(hw, model, exact_tokens=exact_tokens, grid_ratio=grid_ratio)
+        self.sim = self.parts.sim  # split_sub_batches / interleaves, as the exact run
+        self.pim = hw.system.mode != "npu-only"
+        self.dual = hw.memory.pim.row_buffers == "dual"
+        self.arrays = hw.npu.systolic_arrays
+        self.layers = model.layers_per_stage
+        self.exact_tokens = exact_tokens
+
+    def describe(self):
+        return {"cost_model": self.name, "exact_tokens": self.exact_tokens,
+                "grid_ratio": self.parts.grid_ratio, "engine_runs": dict(self.parts.measured)}
+
+    # ------------------------------------------------------------------ per request
+    def _attention_npu(self, e: BatchEntry) -> int:
+        m = self.model
+        # as the compiler costs it: one request's attention on one array
+        return attention_timing(self.sim.npu_one_array, e.q_len, e.kv_len + e.q_len, m.heads_per_shard,
+                                m.head_dim, name="attention").cycles
+
+    def _on_npu(self, e: BatchEntry) -> bool:
+        return e.q_len > 1 or not self.pim
+
+    # ------------------------------------------------------------------ channels
+    def _by_channel(self, entries, what) -> dict[int, list[ChannelWork]]:
+        out: dict[int, list[ChannelWork]] = {}
+        for e in entries:
+            w = what(e)
+            if w is not None:
+                out.setdefault(e.channel, []).append(w)
+        return out
+
+    def _writes(self, entries) -> dict[int, list[tuple[int, ChannelWork]]]:
+        """Per channel, (new tokens, K/V write work) of each request."""
+        return self._by_channel(entries, lambda e: (e.q_len, self.parts.kv_write(e.q_len, e.kv_len)))
+
+    def _pims(self, entries):
+        return self._by_channel(entries, lambda e: None if self._on_npu(e) else self.parts.pim(e.kv_len))
+
+    def _reads(self, entries):
+        return self._by_channel(
+            entries, lambda e: self.parts.kv_read(e.kv_len) if self._on_npu(e) and e.kv_len > 0 else None)
+
+    def _pim_lens(self, entries) -> list[int]:
+        return [e.kv_len + e.q_len for e in entries if self.pim and e.q_len == 1]
+
+    def _attention_arrays(self, entries, start: float, reads_from: dict[int, float]) -> tuple[float, float]:
+        """Attention on the NPU of `entries`, queued on array req % arrays from `start`, each
+        once its cached K/V were read: a channel serves its requests' reads in program order
+        from `reads_from[channel]`. Returns (end of the last one, busy cycles)."""
+        free: dict[int, float] = {}
+        done: dict[int, list[ChannelWork]] = {}
+        busy = end = 0.0
+        for e in entries:
+            if not self._on_npu(e):
+                continue
+            ready = start
+            if e.kv_len > 0:
+                lst = done.setdefault(e.channel, [])
+                lst.append(self.parts.kv_read(e.kv_len))
+                ready = max(ready, reads_from.get(e.channel, 0.0) + _channel_time(lst))
+            a = e.req % self.arrays
+            c = self._attention_npu(e)
+            t = max(free.get(a, start), ready) + c
+            free[a] = t
+            busy += c
+            end = max(end, t)
+        return end, busy
+
+    def _combine(self, writes: list, pims: list, reads: list, pim_from: float, io_from: float) -> float:
+        """When one channel is done with its K/V writes then reads (a channel serves normal
+        requests in program order, from `io_from`) and its PIM GEMVs (from `pim_from`).
+
+        Without PIM, or once it is over: writes (drained if reads queue behind them), then
+        reads. With PIM still running when the writes start:
+        max(writes + reads, PIM) + beta * min(writes, PIM still running), with beta
+        measured for decode-sized and prompt-sized writes (`write_pim_overlap`); reads
+        wait for PIM with a single row buffer and overlap it with dual ones."""
+        R, P = _channel_time(reads), _channel_time(pims)
+        p_left = max(0.0, pim_from + P - io_from)  # PIM still running when the writes start
+        if not p_left:
+            return max(io_from + _channel_time(_works(writes), drained=R > 0) + R, pim_from + P)
+        g = self.parts.banks
+        Ws = _channel_time([w for q, w in writes if q <= g], drained=self.dual)
+        Wb = _channel_time([w for q, w in writes if q > g], drained=self.dual)
+        W = Ws + Wb
+        extra = 0.0
+        if W:
+            beta = (Ws * self.parts.write_pim_overlap(1) + Wb * self.parts.write_pim_overlap(g + 1)) / W
+            extra = beta * min(W, p_left)
+        if self.dual:
+            return max(io_from + W + R, pim_from + P) + extra
+        return max(io_from + W, pim_from + P) + extra + R
+
+    # ------------------------------------------------------------------ accounting
+    def _account_channels(self, acc: _Acc, works: dict, w: float) -> None:
+        for lst in works.values():
+            for x in lst:
+                x = x if isinstance(x, ChannelWork) else x[1]
+                acc.stats += x.stats * w
+                acc.pim_busy += x.pim_busy * w
+
+    def _account_steps(self, acc: _Acc, steps, ends, w: float) -> None:
+        prev_join = 0.0
+        for st, e in zip(steps, ends):
+            if st.gemm:
+                acc.ops[_GEMM_GROUP.get(st.name, "ffn")] += (e - prev_join) * w
+                prev_join = e
+            else:
+                acc.ops["vector"] += st.cost * w
+                acc.vector_busy += st.cost * w
+
+    def _steps(self, kind: str, T: int, pim_lens) -> tuple[list[_Step], int | None]:
+        """The NPU program of a weight-stream phase; the index of its pre's last step."""
+        m, npu, epr = self.model, self.hw.npu, self.parts.elems_per_row
+        if kind == "pre":
+            return _pre_steps(m, npu, T)
+        if kind == "post":
+            return _post_steps(m, npu, T, pim_lens, epr), None
+        first, second = ((_pre_steps(m, npu, T), (_post_steps(m, npu, T, pim_lens, epr), None))
+                         if kind == "fused" else
+                         ((_post_steps(m, npu, T, pim_lens, epr), None), _pre_steps(m, npu, T)))
+        (a, ja), (b, jb) = first, second
+        n = len(a)
+        b = [x._replace(dep=x.dep + n if x.dep >= 0 else -1) for x in b]
+        j = ja if ja is not None else (jb + n if jb is not None else None)
+        return a + b, j
+
+    # ------------------------------------------------------------------ iterations
+    def iteration_cycles(self, batch):
+        batch = [e if isinstance(e, BatchEntry) else BatchEntry(*e) for e in batch]
+        acc = _Acc()
+        if not self.pim:
+            cycles, phases, sub = self._npu_only(acc, batch)
+        elif self.sim.interleaves(batch):
+            cycles, phases, sub = self._interleaved(acc, batch)
+        else:
+            cycles, phases, sub = self._serial(acc, batch)
+        stats = acc.stats
+        # time-proportional counters follow the composed iteration, not the pieces
+        g = self.hw.memory.geometry
+        rank_cycles = float(cycles) * g.channels * g.ranks
+        stats[Stat.REF] = rank_cycles / self.hw.memory.timing.tREFI
+        stats[Stat.RANK_ACTIVE_CYCLES] = min(stats[Stat.RANK_ACTIVE_CYCLES], rank_cycles)
+        return IterationCost(
+            cycles=int(round(cycles)),
+            ops={k: int(round(v)) for k, v in acc.ops.items()},
+            array_busy=acc.array_busy,
+            vector_busy=acc.vector_busy,
+            pim_busy=acc.pim_busy,
+            overlap=int(round(acc.overlap)),
+            stats=stats,
+            sub_batches=sub,
+            phases=tuple((label, int(round(c))) for label, c in phases),
+        )
+
+    def _npu_only(self, acc: _Acc, batch):
+        """One phase per layer: pre, attention on the NPU, post, weights as one stream. A
+        channel serves QKV weights, then its K/V writes and reads, then post weights; the
+        post stream (which needs every channel) waits for the slowest channel and for the
+        attention queued on the arrays."""
+        L, T = self.layers, sum(e.q_len for e in batch)
+        sm = self.parts.stream("fused", T)
+        steps, j = self._steps("fused", T, [])
+        n_pre = sum(1 for s in steps[: j + 1] if s.gemm)
+        pre_ends = _replay(steps[: j + 1], sm.ends[:n_pre])
+        j_end = pre_ends[j]
+        writes, reads = self._writes(batch), self._reads(batch)
+        io_end = {c: j_end + _channel_time(_works(writes.get(c, [])), drained=True) for c in writes}
+        attn_end, attn_busy = self._attention_arrays(batch, j_end, io_end)
+        chan_end = max((self._combine(writes.get(c, []), [], reads.get(c, []), 0.0, j_end)
+                        for c in set(writes) | set(reads)), default=0.0)
+        qkv_tiles = sm.ends[n_pre - 1]
+        shift = max(0.0, max(chan_end, attn_end) - qkv_tiles)
+        tiles = list(sm.ends[:n_pre]) + [t + shift for t in sm.ends[n_pre:]]
+        ends = _replay(steps, tiles)
+        phase = max(max(ends), chan_end, attn_end) + 1
+        self._account_steps(acc, steps, ends, L)
+        acc.array_busy += (sm.array_busy + attn_busy) * L
+        acc.stats += sm.stats * L
+        acc.ops["attention_npu"] += (attn_end - j_end) * L if attn_busy else 0.0
+        self._account_channels(acc, writes, L)
+        self._account_channels(acc, reads, L)
+        return phase * L, (("layer", phase),), 1
+
+    def _serial(self, acc: _Acc, batch):
+        """npu+pim (and neupims below the sub-batch threshold): per layer, pre and attention
+        (K/V writes, PIM GEMVs and NPU attention all wait for QKV), then post. A decode's
+        write and PIM GEMV are one measured piece (`Components.decode`)."""
+        L, T = self.layers, sum(e.q_len for e in batch)
+        sm = self.parts.stream("pre", T)
+        steps, j = self._steps("pre", T, [])
+        ends = _replay(steps, sm.ends)
+        j_end = ends[j]
+        decodes = self._by_channel(batch, lambda e: None if self._on_npu(e) else self.parts.decode(e.kv_len))
+        writes = self._writes([e for e in batch if self._on_npu(e)])
+        reads = self._reads(batch)
+        chans = set(writes) | set(decodes) | set(reads)
+        chan_end = max((self._combine(writes.get(c, []), decodes.get(c, []), reads.get(c, []), j_end, j_end)
+                        for c in chans), default=0.0)
+        io_end = {c: j_end + _channel_time(_works(writes.get(c, [])), drained=True) for c in writes}
+        attn_end, attn_busy = self._attention_arrays(batch, j_end, io_end)
+        ph1 = max(max(ends), chan_end, attn_end) + 1
+        self._account_steps(acc, steps, ends, L)
+        acc.array_busy += (sm.array_busy + attn_busy) * L
+        acc.stats += sm.stats * L
+        for works in (writes, decodes, reads):
+            self._account_channels(acc, works, L)
+        acc.ops["attention_pim"] += max((_channel_time(p) for p in decodes.values()), default=0.0) * L
+        acc.ops["attention_npu"] += (attn_end - j_end) * L if attn_busy else 0.0
+        sm = self.parts.stream("post", T)
+        steps, _ = self._steps("post", T, self._pim_lens(batch))
+        ends = _replay(steps, sm.ends)
+        ph2 = max(ends) + 1
+        self._account_steps(acc, steps, ends, L)
+        acc.array_busy += sm.array_busy * L
+        acc.stats += sm.stats * L
+        return (ph1 + ph2) * L, (("pre+mha", ph1), ("post", ph2)), 1
+
+    def _sub_phase(self, acc, kind, npu_sb, attn_sb, w):
+        """One interleaved phase: `npu_sb` runs its weight stream (`kind`) and, when the
+        stream holds a pre, its K/V writes after QKV; `attn_sb` attends: PIM GEMVs from the
+        phase start, side by side with the stream (which they slow down by
+        `stream_slowdown` while they last), prefills on the arrays after their last tile."""
+        T = sum(e.q_len for e in npu_sb)
+        sm = self.parts.stream(kind, T)
+        steps, j = self._steps(kind, T, self._pim_lens(npu_sb))
+        pims = self._pims(attn_sb) if attn_sb is not None else {}
+        pim_side = max((_channel_time(p) for p in pims.values()), default=0.0)
+        S = sm.ends[-1]
+        slow = 1.0
+        if pim_side:
+            slow += self.parts.stream_slowdown(kind, T) * min(1.0, pim_side / S)
+        ends = _replay(steps, [t * slow for t in sm.ends])
+        npu_end = max(ends)
+        j_end = ends[j] if j is not None else None
+        writes = self._writes(npu_sb) if j is not None else {}
+        reads = self._reads(attn_sb) if attn_sb is not None else {}
+        io_from = j_end if j_end is not None else S * slow
+        chan_end = max((self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from)
+                        for c in set(writes) | set(pims) | set(reads)), default=0.0)
+        attn_end = attn_busy = 0.0
+        if attn_sb is not None:
+            io_end = {c: io_from + _channel_time(_works(writes.get(c, [])), drained=True) for c in reads}
+            attn_end, attn_busy = self._attention_arrays(attn_sb, S * slow, io_end)
+        self._account_steps(acc, steps, ends, w)
+        acc.array_busy += (sm.array_busy + attn_busy) * w
+        acc.stats += sm.stats * w
+        for works in (writes, pims, reads):
+            self._account_channels(acc, works, w)
+        acc.ops["attention_pim"] += pim_side * w
+        acc.ops["attention_npu"] += attn_busy * w
+        acc.overlap += min(npu_end, pim_side) * w
+        return max(npu_end, chan_end, attn_end) + 1
+
+    def _interleaved(self, acc: _Acc, batch):
+        """neupims with sub-batches, the phases of IterationSimulator.plan()."""
+        L = self.layers
+        sb1, sb2 = self.sim.split_sub_batches(batch)
+        first = self._sub_phase(acc, "pre", sb1, None, 1)
+        a0 = self._sub_phase(acc, "pre", sb2, sb1, 1)
+        total = first + a0
+        phases = [("sb1.pre", first), ("sb2.npu|sb1.pim", a0)]
+        if L > 1:
+            b = self._sub_phase(acc, "layer", sb1, sb2, L - 1)
+            a = self._sub_phase(acc, "layer", sb2, sb1, L - 1)
+            total += (a + b) * (L - 1)
+            phases += [("sb1.npu|sb2.pim", b), ("sb2.npu|sb1.pim", a)]
+        last = self._sub_phase(acc, "post", sb1, sb2, 1)
+        end = self._sub_phase(acc, "post", sb2, None, 1)
+        total += last + end
+        phases += [("sb1.npu|sb2.pim", last), ("sb2.post", end)]
+        return total, tuple(phases), 2
+
+
+COST_MODELS = {"exact": ExactCost, "reuse": ReuseCost}

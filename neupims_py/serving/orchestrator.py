@@ -1,0 +1,248 @@
+"""The serving loop: requests arrive, are admitted or rejected, and run in iteration-level
+batches on the simulated device until every one has finished (DESIGN.md, 'The serving
+loop').
+
+Time is the NPU clock, in cycles from the start of the trace, and advances by iterations:
+an iteration's batch is fixed when it starts and its cost comes from the cost model; a
+request that arrives meanwhile waits for the next one. Per iteration, in order:
+
+1. release: requests whose time has come join the FCFS queue, or are rejected with a
+   reason if they can never run (limits below); a later turn of a conversation is released
+   only `think_time_ns` after the previous turn finished (and never before its own
+   arrival_ns), with the conversation history prefilled as part of its prompt;
+2. schedule: the scheduler (`scheduler.policy`) picks decodes, prefills and prefill chunks;
+   admitting a request reserves KV rows for all it will cache (history + prompt + output)
+   in the channel `scheduler.channel_policy` picks, within `max_total_tokens`;
+3. run: the batch's cost advances the clock; a request whose prefill completes emits its
+   first token at the end of that iteration, a decode emits one token;
+4. finish: a request with all its output tokens frees its rows.
+
+Limits (SchedulerConfig), each checked at release and enforced at admission:
+max_batch_size (running requests), max_batch_tokens (tokens per iteration),
+max_total_tokens (reserved KV tokens of the running requests; 0: channels x what one
+channel holds), max_request_tokens (history + prompt + output; 0: what one channel
+holds), max_prompt_tokens (history + prompt; 0: none).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from neupims_py.compiler.iteration import BatchEntry
+from neupims_py.errors import UserError
+from neupims_py.serving.cost_model import OP_GROUPS, CostModel
+from neupims_py.serving.energy import ENERGY_PARTS, EnergyModel
+from neupims_py.serving.kv_placement import KvPlacement
+from neupims_py.serving.request_state import FINISHED, REJECTED, RUNNING, WAITING, RequestState
+from neupims_py.serving.scheduler import Limits, make_scheduler
+
+# One row per iteration (iterations.csv); cycles are NPU cycles.
+ITERATION_FIELDS = (
+    "iteration", "start_cycle", "cycles", "requests", "prefill_requests", "decode_requests",
+    "prefill_tokens", "decode_tokens", "kv_tokens", "max_channel_kv_tokens", "sub_batches",
+    *(f"{g}_cycles" for g in OP_GROUPS), "overlap_cycles", "array_busy", "vector_busy",
+    "pim_busy", *(f"energy_{p}_pj" for p in ENERGY_PARTS),
+)
+
+
+@dataclass
+class ServingResult:
+    requests: list[RequestState]
+    iterations: np.ndarray  # float64 [iteration, ITERATION_FIELDS]
+    limits: Limits
+    end_cycle: int
+
+
+def derive_limits(cfg, placement: KvPlacement) -> Limits:
+    """The SchedulerConfig limits with the 0 = derived ones filled in from memory."""
+    per_channel = placement.channel_token_capacity()
+    return Limits(
+        max_batch_size=cfg.max_batch_size,
+        max_batch_tokens=cfg.max_batch_tokens,
+        max_total_tokens=cfg.max_total_tokens or per_channel * placement.channels,
+        max_request_tokens=cfg.max_request_tokens or per_channel,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+    )
+
+
+class Orchestrator:
+    """Runs one trace through one cost model."""
+
+    def __init__(self, hw, model, cost: CostModel, *, seed: int = 0):
+        self.hw = hw
+        self.cost = cost
+        cfg = hw.scheduler
+        sim = cost.sim
+        self.placement = KvPlacement(sim.layout, sim.kv, sim.rows.first_row,
+                                     policy=cfg.channel_policy, channel_full=cfg.channel_full, seed=seed)
+        self.limits = derive_limits(cfg, self.placement)
+        self.scheduler = make_scheduler(cfg.policy, self.limits)
+        self.energy = EnergyModel.of(hw, model)
+        self.pim_attention = hw.system.mode != "npu-only"
+        self.cycles_per_ns = hw.npu.clock_mhz / 1000.0
+
+    def to_cycles(self, ns: int) -> int:
+        return int(math.ceil(ns * self.cycles_per_ns - 1e-9))
+
+    def run(self, rows: np.ndarray, progress: Callable | None = None) -> ServingResult:
+        reqs = [
+            RequestState(index=i, id=int(r["id"]), session=int(r["session_id"]), turn=int(r["turn"]),
+                         arrival_ns=int(r["arrival_ns"]), think_ns=int(r["think_time_ns"]),
+                         context=int(r["history_tokens"]) + int(r["prompt_tokens"]),
+                         output=int(r["output_tokens"]))
+            for i, r in enumerate(rows)
+        ]
+        next_turn = _next_turns(reqs)
+        heap: list[tuple[int, int]] = []
+        for r in reqs:
+            if r.turn <= 0:
+                heapq.heappush(heap, (self.to_cycles(r.arrival_ns), r.index))
+        running: list[RequestState] = []
+        waiting: deque = deque()
+        reserved = [0]
+        records: list[tuple] = []
+        now = 0
+        done = 0
+
+        def admit(r: RequestState) -> bool:
+            if reserved[0] + r.reserved > self.limits.max_total_tokens:
+                return False
+            ch = self.placement.place(r.index, r.reserved, r.context)
+            if ch is None:
+                return False
+            r.channel, r.status = ch, RUNNING
+            running.append(r)
+            reserved[0] += r.reserved
+            self.cost.admit(r.index, ch, r.reserved)
+            return True
+
+        def end(r: RequestState, at: int) -> None:
+            nonlocal done
+            done += 1
+            nxt = next_turn.get(r.index)
+            if nxt is None:
+                return
+            n = reqs[nxt]
+            if r.status == REJECTED:
+                # no history to carry on with
+                n.release = at
+                self._reject(n, f"turn {r.turn} of session {r.session} was rejected")
+                end(n, at)
+            else:
+                heapq.heappush(heap, (max(self.to_cycles(n.arrival_ns), at + self.to_cycles(n.think_ns)), nxt))
+
+        while True:
+            while heap and heap[0][0] <= now:
+                at, i = heapq.heappop(heap)
+                r = reqs[i]
+                r.release = at
+                reason = self._never_fits(r)
+                if reason:
+                    self._reject(r, reason)
+                    end(r, at)
+                else:
+                    r.status = WAITING
+                    waiting.append(r)
+            if not running and not waiting:
+                if not heap:
+                    break
+                now = heap[0][0]
+                continue
+            batch = self.scheduler.next_batch(running, waiting, admit)
+            if not batch:
+                # nothing runs, so no rows will free up: the head can never be admitted
+                r = waiting.popleft()
+                self._reject(r, "does not fit the free KV rows or max_total_tokens even with "
+                                "nothing else running")
+                end(r, now)
+                continue
+            entries = [BatchEntry(r.index, q, r.prefilled if r.prefilled < r.context else r.context + r.generated - 1,
+                                  r.channel) for r, q in batch]
+            cost = self.cost.iteration_cycles(entries)
+            start, now = now, now + cost.cycles
+            energy = self.energy.iteration(cost, entries, self.pim_attention)
+            records.append(self._record(len(records), start, cost, batch, entries, energy))
+            finished = []
+            for r, q in batch:
+                if r.first_scheduled < 0:
+                    r.first_scheduled = start
+                if r.prefilled < r.context:
+                    r.prefilled += q
+                    if r.prefilled == r.context and r.output > 0:
+                        r.generated = 1
+                        r.first_token = now
+                        r.token_cycles.append(now)
+                else:
+                    r.generated += 1
+                    r.token_cycles.append(now)
+                    self.placement.grow(r.index, 1)
+                if r.prefilled == r.context and r.generated >= r.output:
+                    finished.append(r)
+            for r in finished:
+                r.status, r.finish = FINISHED, now
+                running.remove(r)
+                reserved[0] -= r.reserved
+                self.placement.release(r.index)
+                self.cost.release(r.index)
+                end(r, now)
+            if progress is not None:
+                progress(now, done, len(reqs), len(records), len(batch))
+        if done != len(reqs):  # pragma: no cover - every path ends each request
+            raise UserError(f"internal: {len(reqs) - done} requests never ended")
+        its = np.asarray(records, dtype=np.float64).reshape(len(records), len(ITERATION_FIELDS))
+        return ServingResult(requests=reqs, iterations=its, limits=self.limits, end_cycle=now)
+
+    def _reject(self, r: RequestState, reason: str) -> None:
+        r.status, r.reason = REJECTED, reason
+        r.finish = r.release
+
+    def _never_fits(self, r: RequestState) -> str:
+        lim = self.limits
+        if r.context < 1:
+            return "no prompt tokens to prefill"
+        if lim.max_prompt_tokens and r.context > lim.max_prompt_tokens:
+            return f"history + prompt {r.context} tokens > max_prompt_tokens {lim.max_prompt_tokens}"
+        if r.reserved > lim.max_request_tokens:
+            return (f"history + prompt + output {r.reserved} tokens > max_request_tokens "
+                    f"{lim.max_request_tokens}")
+        if not self.placement.fits_empty_channel(r.reserved):
+            return (f"history + prompt + output {r.reserved} tokens need "
+                    f"{self.placement.rows_for(r.reserved)} KV rows per bank, a channel has "
+                    f"{self.placement.rows_per_channel}")
+        if r.reserved > lim.max_total_tokens:
+            return (f"history + prompt + output {r.reserved} tokens > max_total_tokens "
+                    f"{lim.max_total_tokens}")
+        return self.scheduler.reject_reason(r) or ""
+
+    def _record(self, index, start, cost, batch, entries, energy) -> tuple:
+        """The iterations.csv row; called before the batch's progress is applied."""
+        prefill = [e for (r, _), e in zip(batch, entries) if r.prefilled < r.context]
+        kv_by_ch: dict[int, int] = {}
+        for e in entries:
+            kv_by_ch[e.channel] = kv_by_ch.get(e.channel, 0) + e.kv_len + e.q_len
+        return (
+            index, start, cost.cycles, len(entries), len(prefill), len(entries) - len(prefill),
+            sum(e.q_len for e in prefill), sum(e.q_len for e in entries) - sum(e.q_len for e in prefill),
+            sum(kv_by_ch.values()), max(kv_by_ch.values()), cost.sub_batches,
+            *(cost.ops.get(g, 0) for g in OP_GROUPS), cost.overlap, cost.array_busy,
+            cost.vector_busy, cost.pim_busy, *(energy[p] for p in ENERGY_PARTS),
+        )
+
+
+def _next_turns(reqs: list[RequestState]) -> dict[int, int]:
+    """Row index of each turn -> row index of the same session's next turn."""
+    last: dict[int, int] = {}
+    nxt: dict[int, int] = {}
+    for r in reqs:
+        if r.session < 0:
+            continue
+        if r.session in last:
+            nxt[last[r.session]] = r.index
+        last[r.session] = r.index
+    return nxt

