@@ -50,7 +50,7 @@ def test_run_errors(tmp_path, capsys):
     model, trace = _setup(tmp_path)
     (tmp_path / "file").write_text("")
     assert main(["run", "neupims", trace, "--model", model, "--out", str(tmp_path / "file")]) == 2
-    assert "is not a directory" in capsys.readouterr().err
+    assert "is a file; give a directory" in capsys.readouterr().err
     assert main(["run", "neupims", trace, "--model", model, "--max-requests", "0"]) == 2
     assert "--max-requests" in capsys.readouterr().err
     assert main(["run", "neupims", trace, "--model", model, "-p", "scheduler.channel_policy=rr"]) == 2

@@ -8,9 +8,10 @@ of its 32 layers; 288 ShareGPT requests arriving at once (prompts clipped to 128
 interleaves sub-batches. `bench/bench_serving.py` serves the full trace on the full model.
 
 With much smaller models (d_model 512-1024, tp 1) a batch of 256 is PIM-bound and the
-sub-batch split, which loads one sub-batch with each channel's longest requests, makes
-neupims the slower of the two PIM systems (-5 to -9 % against npu+pim, in ReuseCost and in
-the exact simulator alike).
+sub-batch split, which loads one sub-batch with each channel's longest requests, made
+neupims the slower of the two PIM systems on this trace (-3 to -9 % against npu+pim in
+ReuseCost; not checked with the exact simulator on the whole trace, which for one batch
+of 256 uniform decodes on the tiny model still puts neupims 4 % ahead).
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ from neupims_py.config import config_hash, hw_to_dict, load_hw
 from neupims_py.errors import UserError
 from neupims_py.model import load_model
 from neupims_py.serving.cost_model import ExactCost, ReuseCost
+from neupims_py.outputs import add_override_option, output_path
 from neupims_py.serving.metrics import (
     Clock,
-    check_out_dir,
     format_table,
     output_texts,
     summarize,
@@ -50,9 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--mode", choices=tuple(MODE_OVERRIDES),
                    help="run this system on the configuration's NPU and memory (as the shipped "
                    "presets set system.mode, memory.pim.* and sub-batch interleaving)")
-    p.add_argument("-p", "--param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a configuration value, e.g. -p scheduler.policy=chunked "
-                   "(repeatable; applied after --mode)")
+    add_override_option(p, "scheduler.policy=chunked (applied after --mode)")
     p.add_argument("--exact", action="store_true",
                    help="simulate every iteration whole, every layer (slow; small traces)")
     p.add_argument("--exact-tokens", action="store_true",
@@ -68,7 +66,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    out = check_out_dir(args.out) if args.out else None
+    out = output_path(args.out, "--out", directory=True) if args.out else None
     overrides = [*MODE_OVERRIDES.get(args.mode, ()), *args.overrides]
     hw = load_hw(args.hw, overrides)
     model = load_model(args.model)

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from neupims_py.errors import UserError
 from neupims_py.serving.energy import ENERGY_PARTS
 from neupims_py.serving.orchestrator import ITERATION_FIELDS, ServingResult
 from neupims_py.serving.request_state import FINISHED, REJECTED
@@ -192,17 +191,6 @@ def output_texts(result: ServingResult, summary: dict, clock: Clock) -> dict[str
         "iterations.csv": _csv_text((*ITERATION_FIELDS, "start_ns", "end_ns"), it_rows),
         "tokens.csv": _csv_text(("request_id", "token", "time_ns"), tokens),
     }
-
-
-def check_out_dir(path: str) -> Path:
-    """Fail before the run, not after it: DIR must be a directory or not exist yet, in an
-    existing parent."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UserError("exists and is not a directory", path=str(out))
-    if not out.resolve().parent.is_dir():
-        raise UserError(f"directory {out.resolve().parent} does not exist; create it first", path=str(out))
-    return out
 
 
 def write_outputs(out: Path, files: dict[str, str]) -> None:
