@@ -20,6 +20,9 @@ COMMAND_MODULES = (
     "neupims_py.compiler.cli",
     "neupims_py.workload.cli",
     "neupims_py.serving.cli",
+    "neupims_py.results.cli",
+    "neupims_py.analytic.cli",
+    "neupims_py.sweep.cli",
 )
 
 

@@ -14,12 +14,14 @@ import sys
 import time
 
 from neupims_py import __version__
+from neupims_py.cluster.cli import is_cluster_file, run_cluster
 from neupims_py.compiler.cli import MODE_OVERRIDES
 from neupims_py.config import config_hash, hw_to_dict, load_hw
 from neupims_py.errors import UserError
 from neupims_py.model import load_model
 from neupims_py.serving.cost_model import ExactCost, ReuseCost
 from neupims_py.outputs import add_override_option, output_path
+from neupims_py.results.chrome_trace import DEFAULT_ITERATIONS, MAX_EVENTS, ChromeTrace, parse_window
 from neupims_py.serving.metrics import (
     Clock,
     format_table,
@@ -43,7 +45,8 @@ def register(subparsers) -> None:
         "Prints a summary table; --out writes summary.json, requests.csv, tokens.csv and "
         "iterations.csv.",
     )
-    p.add_argument("hw", metavar="HW.yaml", help="hardware configuration file or preset name")
+    p.add_argument("hw", metavar="HW.yaml", help="hardware configuration file or preset name; "
+                   "a file with a cluster: section runs several devices (README, 'Several devices')")
     p.add_argument("trace", metavar="TRACE.h5", help="request trace (make one with `neupims-sim trace`)")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model file or shipped model name (default {DEFAULT_MODEL})")
@@ -61,12 +64,24 @@ def register(subparsers) -> None:
     p.add_argument("--max-requests", type=int, metavar="N",
                    help="serve only the first N requests of the trace")
     p.add_argument("--out", metavar="DIR", help="write the result files into DIR")
+    p.add_argument("--chrome-trace", metavar="FILE.json",
+                   help="write a Chrome trace / Perfetto file: a track per NPU unit and PIM "
+                   "channel with operator spans per layer, iterations, request lifetimes")
+    p.add_argument("--trace-window", metavar="START:END",
+                   help="iterations [START, END) to trace (e.g. 0:200), or the iterations "
+                   "overlapping simulated time START:END with a unit (s, ms, us; e.g. 10ms:20ms); "
+                   f"either end may be empty. Default: the first {DEFAULT_ITERATIONS} iterations. "
+                   f"The trace stops at {MAX_EVENTS} events either way")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if is_cluster_file(args.hw):  # a `cluster:` section: several devices (neupims_py/cluster)
+        return run_cluster(args)
     out = output_path(args.out, "--out", directory=True) if args.out else None
+    trace_path = output_path(args.chrome_trace, "--chrome-trace") if args.chrome_trace else None
+    window = parse_window(args.trace_window)
     overrides = [*MODE_OVERRIDES.get(args.mode, ()), *args.overrides]
     hw = load_hw(args.hw, overrides)
     model = load_model(args.model)
@@ -77,7 +92,11 @@ def run(args) -> int:
             raise UserError("must be at least 1", field="--max-requests")
         rows = rows[: args.max_requests]
     cost = ExactCost(hw, model) if args.exact else ReuseCost(hw, model, exact_tokens=args.exact_tokens)
-    orch = Orchestrator(hw, model, cost, seed=args.seed)
+    tracer = None
+    if trace_path is not None:
+        tracer = ChromeTrace(hw, model.name, window)
+        tracer.attach(cost)
+    orch = Orchestrator(hw, model, cost, seed=args.seed, observer=tracer)
     progress = None if args.quiet else Progress(hw.npu.clock_mhz)
     wall = time.perf_counter()
     result = orch.run(rows, progress)
@@ -97,6 +116,8 @@ def run(args) -> int:
         "overrides": overrides,
         "scheduler": hw_to_dict(hw)["scheduler"],
         "cost_model": cost.describe(),
+        "units": {"clock_mhz": hw.npu.clock_mhz, "systolic_arrays": hw.npu.systolic_arrays,
+                  "channels": hw.memory.geometry.channels},
     }
     clock = Clock(hw.npu.clock_mhz)
     summary = summarize(result, clock, hw=hw, meta=meta)
@@ -104,6 +125,11 @@ def run(args) -> int:
     if out is not None:
         write_outputs(out, output_texts(result, summary, clock))
         print(f"wrote {out}/summary.json, requests.csv, tokens.csv, iterations.csv")
+    if tracer is not None:
+        tracer.write(trace_path, result)
+        span = (f"iterations {tracer.first}..{tracer.last}" if tracer.first is not None
+                else f"no iteration in the window {window.text}")
+        print(f"wrote {trace_path}: {span}" + (f" ({tracer.truncated})" if tracer.truncated else ""))
     return 0
 
 

@@ -34,6 +34,11 @@ One interface, two implementations:
   interactions beyond the two calibrations. tests/test_serving_cost_model.py measures the
   difference to `ExactCost`.
 
+With `trace = True`, `ReuseCost` also returns the timeline it composed (`IterationCost.
+timeline`, drawn by `neupims-sim run --chrome-trace`): per phase, when each NPU step, each
+request's attention on its array and each channel's PIM and K/V work began and ended, as
+the composition timed them. Off by default; nothing is recorded then.
+
 Cycles are NPU cycles; the engine runs NPU and memory on one clock (both presets 1 GHz).
 """
 
@@ -79,13 +84,37 @@ class IterationCost:
     stats: np.ndarray  # float64 [Stat], summed over channels
     sub_batches: int
     phases: tuple = field(default=())  # (label, cycles) of one layer's phases (ReuseCost) or all (ExactCost)
+    timeline: tuple = field(default=())  # TraceBlock..., only when the cost model's `trace` is on
+
+
+class TracePhase(NamedTuple):
+    """One phase of a traced iteration. `spans` are (track, name, start, end, layer offset,
+    sub-batch) with cycles from the phase start; tracks: 'arrays' (weight GEMMs on all
+    systolic arrays), 'array<k>' (attention on array k), 'vector', 'pim<c>' (PIM work of
+    channel c), 'kv<c>' (K/V writes and reads of channel c). Layer offsets (and `layer`, the
+    phase's own; None: no layer) count from the block's current layer."""
+
+    label: str
+    cycles: float
+    layer: int | None
+    spans: tuple
+
+
+class TraceBlock(NamedTuple):
+    """`phases` in order, repeated `repeat` times for layers first_layer, first_layer + 1, ..."""
+
+    first_layer: int
+    repeat: int
+    phases: tuple
 
 
 class CostModel:
     """`iteration_cycles(batch)`, plus the KV rows of each admitted request
-    (`admit`/`release`) for a model that lays KV caches out at real addresses."""
+    (`admit`/`release`) for a model that lays KV caches out at real addresses. Set `trace`
+    to have each IterationCost carry its timeline."""
 
     name = "base"
+    trace = False
 
     def __init__(self, hw, model):
         self.hw = hw
@@ -137,6 +166,10 @@ class ExactCost(CostModel):
             stats=r.stats.sum(axis=0).astype(np.float64),
             sub_batches=r.sub_batches,
             phases=tuple(r.phases),
+            # the engine reports operator spans summed over the iteration, so a trace of an
+            # exact run shows its phases (every layer's, as simulated) but no unit tracks
+            timeline=(TraceBlock(0, 1, tuple(TracePhase(label, float(c), None, ())
+                                             for label, c in r.phases)),) if self.trace else (),
         )
 
 
@@ -235,6 +268,26 @@ def _channel_time(works: list[ChannelWork], drained: bool = False) -> float:
     return sum(w.step for w in works) + max(w.base - w.step for w in works)
 
 
+def _step_spans(steps: list[_Step], ends, next_from: int, sb: int) -> list[tuple]:
+    """Trace spans of a replayed NPU program, as `_account_steps` counts them: a GEMM from the
+    previous join to its own, a vector step for its cost up to its end. Steps from index
+    `next_from` on belong to the next layer (a post then the next layer's pre)."""
+    out = []
+    prev_join = 0.0
+    for i, (st, e) in enumerate(zip(steps, ends)):
+        layer = int(i >= next_from)
+        if st.gemm:
+            out.append(("arrays", st.name, prev_join, e, layer, sb))
+            prev_join = e
+        else:
+            out.append(("vector", st.name, e - st.cost, e, layer, sb))
+    return out
+
+
+def _tag(spans, layer: int, sb: int) -> list[tuple]:
+    return [(*s, layer, sb) for s in spans]
+
+
 class _Acc:
     """Accumulates one iteration's composition: ops, busy cycles and counters, with a
     multiplicity (layers a phase stands for)."""
@@ -300,10 +353,12 @@ class ReuseCost(CostModel):
     def _pim_lens(self, entries) -> list[int]:
         return [e.kv_len + e.q_len for e in entries if self.pim and e.q_len == 1]
 
-    def _attention_arrays(self, entries, start: float, reads_from: dict[int, float]) -> tuple[float, float]:
+    def _attention_arrays(self, entries, start: float, reads_from: dict[int, float],
+                          spans: list | None = None) -> tuple[float, float]:
         """Attention on the NPU of `entries`, queued on array req % arrays from `start`, each
         once its cached K/V were read: a channel serves its requests' reads in program order
-        from `reads_from[channel]`. Returns (end of the last one, busy cycles)."""
+        from `reads_from[channel]`. Returns (end of the last one, busy cycles); appends each
+        one's (track, name, start, end) to `spans` if given."""
         free: dict[int, float] = {}
         done: dict[int, list[ChannelWork]] = {}
         busy = end = 0.0
@@ -321,6 +376,8 @@ class ReuseCost(CostModel):
             free[a] = t
             busy += c
             end = max(end, t)
+            if spans is not None:
+                spans.append((f"array{a}", "attention_npu", t - c, t))
         return end, busy
 
     def _combine(self, writes: list, pims: list, reads: list, pim_from: float, io_from: float) -> float:
@@ -347,6 +404,31 @@ class ReuseCost(CostModel):
         if self.dual:
             return max(io_from + W + R, pim_from + P) + extra
         return max(io_from + W, pim_from + P) + extra + R
+
+    def _channel_spans(self, ch: int, writes: list, pims: list, reads: list, pim_from: float,
+                       io_from: float, end: float, w_at: tuple, a_at: tuple) -> list[tuple]:
+        """Trace spans of one channel as `_combine` times its work: PIM GEMVs from `pim_from`;
+        K/V writes from `io_from`, then reads (after PIM with a single row buffer). The
+        interference `_combine` adds lands on the span that ends last, so the channel ends
+        at `end`. `w_at`/`a_at`: (layer offset, sub-batch) of the writes / of the attention."""
+        R, P = _channel_time(reads), _channel_time(pims)
+        pim_left = pim_from + P > io_from
+        W = _channel_time(_works(writes), drained=self.dual if pim_left else R > 0)
+        out = []
+        if P:
+            out.append([f"pim{ch}", "attention_pim", pim_from, pim_from + P, *a_at])
+        t = io_from
+        if W:
+            out.append([f"kv{ch}", "kv_write", t, t + W, *w_at])
+            t += W
+        if R:
+            if not self.dual:
+                t = max(t, pim_from + P)
+            out.append([f"kv{ch}", "kv_read", t, t + R, *a_at])
+        if out:
+            last = max(out, key=lambda s: s[3])
+            last[3] = max(last[3], end)
+        return [tuple(s) for s in out]
 
     # ------------------------------------------------------------------ accounting
     def _account_channels(self, acc: _Acc, works: dict, w: float) -> None:
@@ -386,12 +468,13 @@ class ReuseCost(CostModel):
     def iteration_cycles(self, batch):
         batch = [e if isinstance(e, BatchEntry) else BatchEntry(*e) for e in batch]
         acc = _Acc()
+        timeline: list | None = [] if self.trace else None
         if not self.pim:
-            cycles, phases, sub = self._npu_only(acc, batch)
+            cycles, phases, sub = self._npu_only(acc, batch, timeline)
         elif self.sim.interleaves(batch):
-            cycles, phases, sub = self._interleaved(acc, batch)
+            cycles, phases, sub = self._interleaved(acc, batch, timeline)
         else:
-            cycles, phases, sub = self._serial(acc, batch)
+            cycles, phases, sub = self._serial(acc, batch, timeline)
         stats = acc.stats
         # time-proportional counters follow the composed iteration, not the pieces
         g = self.hw.memory.geometry
@@ -408,9 +491,10 @@ class ReuseCost(CostModel):
             stats=stats,
             sub_batches=sub,
             phases=tuple((label, int(round(c))) for label, c in phases),
+            timeline=tuple(timeline) if timeline is not None else (),
         )
 
-    def _npu_only(self, acc: _Acc, batch):
+    def _npu_only(self, acc: _Acc, batch, timeline: list | None = None):
         """One phase per layer: pre, attention on the NPU, post, weights as one stream. A
         channel serves QKV weights, then its K/V writes and reads, then post weights; the
         post stream (which needs every channel) waits for the slowest channel and for the
@@ -423,9 +507,11 @@ class ReuseCost(CostModel):
         j_end = pre_ends[j]
         writes, reads = self._writes(batch), self._reads(batch)
         io_end = {c: j_end + _channel_time(_works(writes.get(c, [])), drained=True) for c in writes}
-        attn_end, attn_busy = self._attention_arrays(batch, j_end, io_end)
-        chan_end = max((self._combine(writes.get(c, []), [], reads.get(c, []), 0.0, j_end)
-                        for c in set(writes) | set(reads)), default=0.0)
+        attn_spans = [] if timeline is not None else None
+        attn_end, attn_busy = self._attention_arrays(batch, j_end, io_end, attn_spans)
+        chans = {c: self._combine(writes.get(c, []), [], reads.get(c, []), 0.0, j_end)
+                 for c in set(writes) | set(reads)}
+        chan_end = max(chans.values(), default=0.0)
         qkv_tiles = sm.ends[n_pre - 1]
         shift = max(0.0, max(chan_end, attn_end) - qkv_tiles)
         tiles = list(sm.ends[:n_pre]) + [t + shift for t in sm.ends[n_pre:]]
@@ -437,9 +523,15 @@ class ReuseCost(CostModel):
         acc.ops["attention_npu"] += (attn_end - j_end) * L if attn_busy else 0.0
         self._account_channels(acc, writes, L)
         self._account_channels(acc, reads, L)
+        if timeline is not None:
+            spans = _step_spans(steps, ends, len(steps), 0) + _tag(attn_spans, 0, 0)
+            for c in sorted(chans):
+                spans += self._channel_spans(c, writes.get(c, []), [], reads.get(c, []), 0.0, j_end,
+                                             chans[c], (0, 0), (0, 0))
+            timeline.append(TraceBlock(0, L, (TracePhase("layer", phase, 0, tuple(spans)),)))
         return phase * L, (("layer", phase),), 1
 
-    def _serial(self, acc: _Acc, batch):
+    def _serial(self, acc: _Acc, batch, timeline: list | None = None):
         """npu+pim (and neupims below the sub-batch threshold): per layer, pre and attention
         (K/V writes, PIM GEMVs and NPU attention all wait for QKV), then post. A decode's
         write and PIM GEMV are one measured piece (`Components.decode`)."""
@@ -451,12 +543,18 @@ class ReuseCost(CostModel):
         decodes = self._by_channel(batch, lambda e: None if self._on_npu(e) else self.parts.decode(e.kv_len))
         writes = self._writes([e for e in batch if self._on_npu(e)])
         reads = self._reads(batch)
-        chans = set(writes) | set(decodes) | set(reads)
-        chan_end = max((self._combine(writes.get(c, []), decodes.get(c, []), reads.get(c, []), j_end, j_end)
-                        for c in chans), default=0.0)
+        chans = {c: self._combine(writes.get(c, []), decodes.get(c, []), reads.get(c, []), j_end, j_end)
+                 for c in set(writes) | set(decodes) | set(reads)}
+        chan_end = max(chans.values(), default=0.0)
         io_end = {c: j_end + _channel_time(_works(writes.get(c, [])), drained=True) for c in writes}
-        attn_end, attn_busy = self._attention_arrays(batch, j_end, io_end)
+        attn_spans = [] if timeline is not None else None
+        attn_end, attn_busy = self._attention_arrays(batch, j_end, io_end, attn_spans)
         ph1 = max(max(ends), chan_end, attn_end) + 1
+        if timeline is not None:
+            spans1 = _step_spans(steps, ends, len(steps), 0) + _tag(attn_spans, 0, 0)
+            for c in sorted(chans):
+                spans1 += self._channel_spans(c, writes.get(c, []), decodes.get(c, []), reads.get(c, []),
+                                              j_end, j_end, chans[c], (0, 0), (0, 0))
         self._account_steps(acc, steps, ends, L)
         acc.array_busy += (sm.array_busy + attn_busy) * L
         acc.stats += sm.stats * L
@@ -471,13 +569,18 @@ class ReuseCost(CostModel):
         self._account_steps(acc, steps, ends, L)
         acc.array_busy += sm.array_busy * L
         acc.stats += sm.stats * L
+        if timeline is not None:
+            timeline.append(TraceBlock(0, L, (TracePhase("pre+mha", ph1, 0, tuple(spans1)),
+                                              TracePhase("post", ph2, 0, tuple(_step_spans(steps, ends, len(steps), 0))))))
         return (ph1 + ph2) * L, (("pre+mha", ph1), ("post", ph2)), 1
 
-    def _sub_phase(self, acc, kind, npu_sb, attn_sb, w):
+    def _sub_phase(self, acc, kind, npu_sb, attn_sb, w, trace=None):
         """One interleaved phase: `npu_sb` runs its weight stream (`kind`) and, when the
         stream holds a pre, its K/V writes after QKV; `attn_sb` attends: PIM GEMVs from the
         phase start, side by side with the stream (which they slow down by
-        `stream_slowdown` while they last), prefills on the arrays after their last tile."""
+        `stream_slowdown` while they last), prefills on the arrays after their last tile.
+        `trace`: None, or (timeline phases list, label, phase layer offset, NPU sub-batch,
+        attention sub-batch, attention layer offset) to append this phase's TracePhase to."""
         T = sum(e.q_len for e in npu_sb)
         sm = self.parts.stream(kind, T)
         steps, j = self._steps(kind, T, self._pim_lens(npu_sb))
@@ -493,12 +596,14 @@ class ReuseCost(CostModel):
         writes = self._writes(npu_sb) if j is not None else {}
         reads = self._reads(attn_sb) if attn_sb is not None else {}
         io_from = j_end if j_end is not None else S * slow
-        chan_end = max((self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from)
-                        for c in set(writes) | set(pims) | set(reads)), default=0.0)
+        chans = {c: self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from)
+                 for c in set(writes) | set(pims) | set(reads)}
+        chan_end = max(chans.values(), default=0.0)
         attn_end = attn_busy = 0.0
+        attn_spans = [] if trace is not None else None
         if attn_sb is not None:
             io_end = {c: io_from + _channel_time(_works(writes.get(c, [])), drained=True) for c in reads}
-            attn_end, attn_busy = self._attention_arrays(attn_sb, S * slow, io_end)
+            attn_end, attn_busy = self._attention_arrays(attn_sb, S * slow, io_end, attn_spans)
         self._account_steps(acc, steps, ends, w)
         acc.array_busy += (sm.array_busy + attn_busy) * w
         acc.stats += sm.stats * w
@@ -507,25 +612,48 @@ class ReuseCost(CostModel):
         acc.ops["attention_pim"] += pim_side * w
         acc.ops["attention_npu"] += attn_busy * w
         acc.overlap += min(npu_end, pim_side) * w
-        return max(npu_end, chan_end, attn_end) + 1
+        phase = max(npu_end, chan_end, attn_end) + 1
+        if trace is not None:
+            out, label, layer, sb, attn_sb_no, attn_layer = trace
+            next_from = len(steps) - len(_pre_steps(self.model, self.hw.npu, T)[0]) if kind == "layer" else len(steps)
+            spans = _step_spans(steps, ends, next_from, sb) + _tag(attn_spans, attn_layer, attn_sb_no)
+            pre_layer = int(kind == "layer")
+            for c in sorted(chans):
+                spans += self._channel_spans(c, writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0,
+                                             io_from, chans[c], (pre_layer, sb), (attn_layer, attn_sb_no))
+            out.append(TracePhase(label, phase, layer, tuple(spans)))
+        return phase
 
-    def _interleaved(self, acc: _Acc, batch):
-        """neupims with sub-batches, the phases of IterationSimulator.plan()."""
+    def _interleaved(self, acc: _Acc, batch, timeline: list | None = None):
+        """neupims with sub-batches, the phases of IterationSimulator.plan(): sb1.pre, then
+        per layer l (sb2.npu|sb1.pim: sb2's post of l-1 and pre of l, sb1's attention of l;
+        sb1.npu|sb2.pim: sb1's post of l and pre of l+1, sb2's attention of l), sb2.post."""
         L = self.layers
         sb1, sb2 = self.sim.split_sub_batches(batch)
-        first = self._sub_phase(acc, "pre", sb1, None, 1)
-        a0 = self._sub_phase(acc, "pre", sb2, sb1, 1)
+        tr = [[], [], []] if timeline is not None else None
+
+        def at(block, label, layer, sb, attn_sb, attn_layer):
+            return None if tr is None else (tr[block], label, layer, sb, attn_sb, attn_layer)
+        first = self._sub_phase(acc, "pre", sb1, None, 1, at(0, "sb1.pre", 0, 1, 0, 0))
+        a0 = self._sub_phase(acc, "pre", sb2, sb1, 1, at(0, "sb2.npu|sb1.pim", 0, 2, 1, 0))
         total = first + a0
         phases = [("sb1.pre", first), ("sb2.npu|sb1.pim", a0)]
         if L > 1:
-            b = self._sub_phase(acc, "layer", sb1, sb2, L - 1)
-            a = self._sub_phase(acc, "layer", sb2, sb1, L - 1)
+            # repeat k (layer k): sb1's post of k and pre of k+1 beside sb2's attention of k,
+            # then sb2's post of k and pre of k+1 beside sb1's attention of k+1
+            b = self._sub_phase(acc, "layer", sb1, sb2, L - 1, at(1, "sb1.npu|sb2.pim", 0, 1, 2, 0))
+            a = self._sub_phase(acc, "layer", sb2, sb1, L - 1, at(1, "sb2.npu|sb1.pim", 1, 2, 1, 1))
             total += (a + b) * (L - 1)
             phases += [("sb1.npu|sb2.pim", b), ("sb2.npu|sb1.pim", a)]
-        last = self._sub_phase(acc, "post", sb1, sb2, 1)
-        end = self._sub_phase(acc, "post", sb2, None, 1)
+        last = self._sub_phase(acc, "post", sb1, sb2, 1, at(2, "sb1.npu|sb2.pim", 0, 1, 2, 0))
+        end = self._sub_phase(acc, "post", sb2, None, 1, at(2, "sb2.post", 0, 2, 0, 0))
         total += last + end
         phases += [("sb1.npu|sb2.pim", last), ("sb2.post", end)]
+        if timeline is not None:
+            timeline.append(TraceBlock(0, 1, tuple(tr[0])))
+            if L > 1:
+                timeline.append(TraceBlock(0, L - 1, tuple(tr[1])))
+            timeline.append(TraceBlock(L - 1, 1, tuple(tr[2])))
         return total, tuple(phases), 2
 
 

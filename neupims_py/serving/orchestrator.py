@@ -36,18 +36,20 @@ import numpy as np
 
 from neupims_py.compiler.iteration import BatchEntry
 from neupims_py.errors import UserError
+from neupims_py.formats import Stat
 from neupims_py.serving.cost_model import OP_GROUPS, CostModel
 from neupims_py.serving.energy import ENERGY_PARTS, EnergyModel
 from neupims_py.serving.kv_placement import KvPlacement
 from neupims_py.serving.request_state import FINISHED, REJECTED, RUNNING, WAITING, RequestState
 from neupims_py.serving.scheduler import Limits, make_scheduler
 
-# One row per iteration (iterations.csv); cycles are NPU cycles.
+# One row per iteration (iterations.csv); cycles are NPU cycles. dram_busy: cycles the
+# channels' data buses carried bursts, summed over channels (DRAM utilisation over time).
 ITERATION_FIELDS = (
     "iteration", "start_cycle", "cycles", "requests", "prefill_requests", "decode_requests",
     "prefill_tokens", "decode_tokens", "kv_tokens", "max_channel_kv_tokens", "sub_batches",
     *(f"{g}_cycles" for g in OP_GROUPS), "overlap_cycles", "array_busy", "vector_busy",
-    "pim_busy", *(f"energy_{p}_pj" for p in ENERGY_PARTS),
+    "pim_busy", *(f"energy_{p}_pj" for p in ENERGY_PARTS), "dram_busy",
 )
 
 
@@ -72,11 +74,14 @@ def derive_limits(cfg, placement: KvPlacement) -> Limits:
 
 
 class Orchestrator:
-    """Runs one trace through one cost model."""
+    """Runs one trace through one cost model. `observer`, if given, is called after every
+    iteration with (index, start cycle, IterationCost, batch entries): the Chrome trace
+    writer (neupims_py/results/chrome_trace.py) listens there."""
 
-    def __init__(self, hw, model, cost: CostModel, *, seed: int = 0):
+    def __init__(self, hw, model, cost: CostModel, *, seed: int = 0, observer: Callable | None = None):
         self.hw = hw
         self.cost = cost
+        self.observer = observer
         cfg = hw.scheduler
         sim = cost.sim
         self.placement = KvPlacement(sim.layout, sim.kv, sim.rows.first_row,
@@ -168,6 +173,8 @@ class Orchestrator:
             start, now = now, now + cost.cycles
             energy = self.energy.iteration(cost, entries, self.pim_attention)
             records.append(self._record(len(records), start, cost, batch, entries, energy))
+            if self.observer is not None:
+                self.observer(len(records) - 1, start, cost, entries)
             finished = []
             for r, q in batch:
                 if r.first_scheduled < 0:
@@ -232,6 +239,7 @@ class Orchestrator:
             sum(kv_by_ch.values()), max(kv_by_ch.values()), cost.sub_batches,
             *(cost.ops.get(g, 0) for g in OP_GROUPS), cost.overlap, cost.array_busy,
             cost.vector_busy, cost.pim_busy, *(energy[p] for p in ENERGY_PARTS),
+            float(cost.stats[Stat.DATA_BUS_CYCLES]),
         )
 
 
