@@ -29,7 +29,7 @@ from pathlib import Path
 
 from neupims_py.cluster.routing import ROUTING_POLICIES
 from neupims_py.config import load_hw, presets_dir
-from neupims_py.config.loader import _parse_yaml  # the project's strict YAML reading
+from neupims_py.config.loader import parse_yaml  # the project's strict YAML reading
 from neupims_py.config.schema import ConfigError, check_fields, spec
 from neupims_py.errors import UserError
 
@@ -161,7 +161,7 @@ def read_cluster_tree(path: str | Path) -> dict | None:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None  # the single-device loader reports it
-    data = _parse_yaml(text, str(path))
+    data = parse_yaml(text, str(path))
     if isinstance(data, dict) and CLUSTER_KEY in data:
         return data
     return None

@@ -26,9 +26,9 @@ from neupims_py.config import hw_to_dict
 from neupims_py.serving.metrics import (
     REQUEST_FIELDS,
     Clock,
-    _csv_text,
-    _ms,
-    _stats,
+    csv_text,
+    to_ms,
+    distribution,
     request_rows,
     summarize,
 )
@@ -162,7 +162,7 @@ def summarize_cluster(result, clock: Clock, *, cfg, meta: dict) -> dict:
             "busy_fraction": mean("busy_fraction"),
             "utilization": {"systolic_arrays": mean("array_utilization"),
                             "vector_units": mean("vector_utilization"), "pim": mean("pim_utilization")},
-            "queue_delay_ms": _ms(_stats([clock.ns(x) for x in delays])),
+            "queue_delay_ms": to_ms(distribution([clock.ns(x) for x in delays])),
             "energy_j": sum(r["energy_j"] for r in prow),
         }
         if p.cfg.pp > 1:
@@ -174,8 +174,8 @@ def summarize_cluster(result, clock: Clock, *, cfg, meta: dict) -> dict:
     base["transfers"] = {
         "count": len(ts),
         "bytes": int(sum(t.nbytes for t in ts)),
-        "transfer_ms": _ms(_stats([clock.ns(t.end - t.start) for t in ts])),
-        "wait_ms": _ms(_stats([clock.ns(t.start - t.queued) for t in ts])),
+        "transfer_ms": to_ms(distribution([clock.ns(t.end - t.start) for t in ts])),
+        "wait_ms": to_ms(distribution([clock.ns(t.start - t.queued) for t in ts])),
         "links": [{"from": a, "to": b, "transfers": link.transfers, "bytes": link.bytes,
                    "busy_fraction": link.busy / span if span else 0.0}
                   for (a, b), link in sorted(result.links.items())],
@@ -207,8 +207,8 @@ def output_texts(result, summary: dict, clock: Clock) -> dict[str, str]:
     devs = device_rows(result, clock)
     return {
         "summary.json": json.dumps(summary, indent=2, sort_keys=False) + "\n",
-        "requests.csv": _csv_text(CLUSTER_REQUEST_FIELDS, ([r[f] for f in CLUSTER_REQUEST_FIELDS] for r in rows)),
-        "tokens.csv": _csv_text(("request_id", "token", "time_ns"), tokens),
-        "devices.csv": _csv_text(DEVICE_FIELDS, ([r[f] for f in DEVICE_FIELDS] for r in devs)),
-        "iterations.csv": _csv_text(("device", *ITERATION_FIELDS, "start_ns", "end_ns"), it_rows),
+        "requests.csv": csv_text(CLUSTER_REQUEST_FIELDS, ([r[f] for f in CLUSTER_REQUEST_FIELDS] for r in rows)),
+        "tokens.csv": csv_text(("request_id", "token", "time_ns"), tokens),
+        "devices.csv": csv_text(DEVICE_FIELDS, ([r[f] for f in DEVICE_FIELDS] for r in devs)),
+        "iterations.csv": csv_text(("device", *ITERATION_FIELDS, "start_ns", "end_ns"), it_rows),
     }

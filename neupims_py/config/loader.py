@@ -38,9 +38,11 @@ def presets_dir() -> Path:
 
 
 def list_presets(directory: Path | None = None) -> list[str]:
-    """Names of the presets in ``directory`` (default: the shipped ones)."""
+    """Names of the hardware presets in ``directory`` (default: the shipped ones); cluster
+    files (a top-level ``cluster:`` key, see neupims_py/cluster) are not presets."""
     directory = presets_dir() if directory is None else directory
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+    return sorted(p.stem for p in directory.glob("*.yaml")
+                  if not re.search(r"^cluster\s*:", p.read_text(encoding="utf-8"), re.MULTILINE))
 
 
 def load_hw(path: str | Path, overrides: Sequence[str] = ()) -> HwConfig:
@@ -152,7 +154,7 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
-def _parse_yaml(text: str, source: str) -> Any:
+def parse_yaml(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
@@ -171,7 +173,7 @@ def _read_tree(cls: type, file: Path, chain: tuple[Path, ...]) -> tuple[dict, di
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read: {exc}", path=source) from None
-    data = _parse_yaml(text, source)
+    data = parse_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -180,6 +182,13 @@ def _read_tree(cls: type, file: Path, chain: tuple[Path, ...]) -> tuple[dict, di
             path=source,
         )
     data = dict(data)
+    if cls is HwConfig and "cluster" in data:
+        raise UserError(
+            "this is a cluster file (a `cluster:` section of device pools): `neupims-sim run "
+            "CLUSTER.yaml TRACE` runs it; this command needs one device's hardware file, such "
+            "as one of the pools' presets",
+            path=source, field="cluster",
+        )
     preset = data.pop(PRESET_KEY, None)
     own = _normalise(cls, data, "", source, extra_keys=(PRESET_KEY,))
     own_origins = dict.fromkeys(_leaf_keys(own, ""), source)

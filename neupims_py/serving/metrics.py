@@ -49,7 +49,8 @@ class Clock:
         return None if cycles is None or cycles < 0 else int(round(cycles * self.ns_per_cycle))
 
 
-def _stats(values) -> dict:
+def distribution(values) -> dict:
+    """count, mean, the PERCENTILES and max of `values` (just the count when empty)."""
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return {"count": 0}
@@ -124,11 +125,11 @@ def summarize(result: ServingResult, clock: Clock, *, hw, meta: dict) -> dict:
             "prefill_tokens": int(prefill_tokens),
         },
         "latency_ms": {
-            "ttft": _ms(_stats([r["ttft_ns"] for r in rows if r["ttft_ns"] is not None])),
-            "tpot": _ms(_stats([r["tpot_ns"] for r in finished if r["tpot_ns"] is not None])),
-            "inter_token": _ms(_stats(itl)),
-            "e2e": _ms(_stats([r["e2e_ns"] for r in finished])),
-            "e2e_per_output_token": _ms(_stats([r["e2e_ns"] / r["generated_tokens"] for r in finished
+            "ttft": to_ms(distribution([r["ttft_ns"] for r in rows if r["ttft_ns"] is not None])),
+            "tpot": to_ms(distribution([r["tpot_ns"] for r in finished if r["tpot_ns"] is not None])),
+            "inter_token": to_ms(distribution(itl)),
+            "e2e": to_ms(distribution([r["e2e_ns"] for r in finished])),
+            "e2e_per_output_token": to_ms(distribution([r["e2e_ns"] / r["generated_tokens"] for r in finished
                                                 if r["generated_tokens"]])),
         },
         "iterations": {
@@ -139,7 +140,7 @@ def summarize(result: ServingResult, clock: Clock, *, hw, meta: dict) -> dict:
             "with_prefill": int((col["prefill_requests"] > 0).sum()) if len(its) else 0,
             "sub_batched": int((col["sub_batches"] > 1).sum()) if len(its) else 0,
             "op_cycles": {f.removesuffix("_cycles"): float(col[f].sum()) for f in ITERATION_FIELDS
-                          if f.endswith("_cycles") and f not in ("cycles",)} if len(its) else {},
+                          if f.endswith("_cycles") and f not in ("cycles", "overlap_cycles")} if len(its) else {},
         },
         "utilization": {
             "systolic_arrays": float(col["array_busy"].sum() / (cycles * npu.systolic_arrays)) if cycles else 0.0,
@@ -152,14 +153,16 @@ def summarize(result: ServingResult, clock: Clock, *, hw, meta: dict) -> dict:
     }
 
 
-def _ms(d: dict) -> dict:
+def to_ms(d: dict) -> dict:
+    """A `distribution` of nanoseconds in milliseconds."""
     return {k: (v / 1e6 if k != "count" else v) for k, v in d.items()}
 
 
 # ---------------------------------------------------------------------- files
 
 
-def _csv_text(fields, rows) -> str:
+def csv_text(fields, rows) -> str:
+    """CSV with a header row; None is an empty cell."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(fields)
@@ -187,9 +190,9 @@ def output_texts(result: ServingResult, summary: dict, clock: Clock) -> dict[str
     tokens = ((r.id, k, clock.ns(c)) for r in result.requests for k, c in enumerate(r.token_cycles))
     return {
         "summary.json": json.dumps(summary, indent=2, sort_keys=False) + "\n",
-        "requests.csv": _csv_text(REQUEST_FIELDS, ([r[f] for f in REQUEST_FIELDS] for r in rows)),
-        "iterations.csv": _csv_text((*ITERATION_FIELDS, "start_ns", "end_ns"), it_rows),
-        "tokens.csv": _csv_text(("request_id", "token", "time_ns"), tokens),
+        "requests.csv": csv_text(REQUEST_FIELDS, ([r[f] for f in REQUEST_FIELDS] for r in rows)),
+        "iterations.csv": csv_text((*ITERATION_FIELDS, "start_ns", "end_ns"), it_rows),
+        "tokens.csv": csv_text(("request_id", "token", "time_ns"), tokens),
     }
 
 

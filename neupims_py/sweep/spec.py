@@ -31,7 +31,7 @@ from pathlib import Path
 
 from neupims_py.compiler.cli import MODE_OVERRIDES
 from neupims_py.config import HwConfig, config_hash, iter_fields, load_hw
-from neupims_py.config.loader import _parse_yaml  # the strict YAML 1.2 reader configs use
+from neupims_py.config.loader import parse_yaml  # the strict YAML 1.2 reader configs use
 from neupims_py.config.schema import is_section
 from neupims_py.errors import UserError
 from neupims_py.model import load_model
@@ -84,7 +84,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise UserError("no such sweep file", path=source) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read: {exc}", path=source) from None
-    data = _parse_yaml(text, source)
+    data = parse_yaml(text, source)
     if not isinstance(data, dict):
         raise UserError("expected a mapping with base:, grid: and/or points:", path=source)
     for key in data:
