@@ -28,7 +28,7 @@ from neupims_py.results.files import write_atomic
 from neupims_py.results.report import RunData, figure_class, save_png
 from neupims_py.workload import load_trace
 
-# (key, column title, where in summary.json or None: computed from iterations.csv)
+# (key, column title, where in summary.json)
 METRICS = (
     ("output_tokens_per_s", "tokens/s", ("throughput", "output_tokens_per_s")),
     ("requests_per_s", "req/s", ("throughput", "requests_per_s")),
@@ -38,7 +38,8 @@ METRICS = (
     ("tbt_p99_ms", "TBT p99 ms", ("latency_ms", "inter_token", "p99")),
     ("npu_util", "NPU util", ("utilization", "systolic_arrays")),
     ("pim_util", "PIM util", ("utilization", "pim")),
-    ("dram_util", "DRAM util", None),
+    ("dram_util", "DRAM util", ("utilization", "dram_bus")),
+    ("row_hit_rate", "row hits", ("dram_row_hit_rate",)),
 )
 
 
@@ -46,16 +47,10 @@ def run_metrics(run: RunData) -> dict[str, float | None]:
     """The METRICS of one run's outputs (None where the run has no such value)."""
     out: dict[str, float | None] = {}
     for key, _, where in METRICS:
-        if where is None:
-            continue
         v = run.summary
         for k in where:
             v = v.get(k) if isinstance(v, dict) else None
         out[key] = float(v) if v is not None else None
-    it = run.iterations
-    cycles = float(it["cycles"].sum())
-    out["dram_util"] = (float(it["dram_busy"].sum()) / (cycles * run.units["channels"])
-                        if cycles else 0.0)
     return out
 
 

@@ -147,7 +147,10 @@ def summarize(result: ServingResult, clock: Clock, *, hw, meta: dict) -> dict:
             "vector_units": float(col["vector_busy"].sum() / cycles) if cycles else 0.0,
             "pim": float(col["pim_busy"].sum() / (cycles * channels)) if cycles else 0.0,
             "pim_under_npu": float(col["overlap_cycles"].sum() / cycles) if cycles else 0.0,
+            "dram_bus": float(col["dram_busy"].sum() / (cycles * channels)) if cycles else 0.0,
         },
+        "dram_row_hit_rate": (float(col["dram_row_hits"].sum() / col["dram_column_cmds"].sum())
+                              if len(its) and col["dram_column_cmds"].sum() else 0.0),
         "energy_j": {**energy, "total": total_j},
         "energy_mj_per_output_token": total_j * 1e3 / out_tokens if out_tokens else 0.0,
     }
@@ -242,7 +245,8 @@ def format_table(summary: dict, wall_seconds: float | None = None) -> str:
         ("batch", f"mean {it['mean_requests']:.1f} requests (max {it['max_requests']}), "
                   f"{it['with_prefill']} iterations with prefill, {it['sub_batched']} sub-batched"),
         ("utilization", f"arrays {u['systolic_arrays']:.1%}, vector {u['vector_units']:.1%}, "
-                        f"PIM {u['pim']:.1%}, PIM under NPU {u['pim_under_npu']:.1%}"),
+                        f"PIM {u['pim']:.1%}, PIM under NPU {u['pim_under_npu']:.1%}, "
+                        f"DRAM bus {u['dram_bus']:.1%}; row hits {summary['dram_row_hit_rate']:.1%}"),
         ("energy", f"{summary['energy_j']['total']:.3f} J, "
                    f"{summary['energy_mj_per_output_token']:.3f} mJ per output token"),
     ]

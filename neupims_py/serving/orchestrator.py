@@ -44,12 +44,14 @@ from neupims_py.serving.request_state import FINISHED, REJECTED, RUNNING, WAITIN
 from neupims_py.serving.scheduler import Limits, make_scheduler
 
 # One row per iteration (iterations.csv); cycles are NPU cycles. dram_busy: cycles the
-# channels' data buses carried bursts, summed over channels (DRAM utilisation over time).
+# channels' data buses carried bursts, summed over channels (DRAM utilisation over time);
+# dram_column_cmds / dram_row_hits: RD/WR(A) commands and those that hit an open row.
 ITERATION_FIELDS = (
     "iteration", "start_cycle", "cycles", "requests", "prefill_requests", "decode_requests",
     "prefill_tokens", "decode_tokens", "kv_tokens", "max_channel_kv_tokens", "sub_batches",
     *(f"{g}_cycles" for g in OP_GROUPS), "overlap_cycles", "array_busy", "vector_busy",
     "pim_busy", *(f"energy_{p}_pj" for p in ENERGY_PARTS), "dram_busy",
+    "dram_column_cmds", "dram_row_hits",
 )
 
 
@@ -240,6 +242,8 @@ class Orchestrator:
             *(cost.ops.get(g, 0) for g in OP_GROUPS), cost.overlap, cost.array_busy,
             cost.vector_busy, cost.pim_busy, *(energy[p] for p in ENERGY_PARTS),
             float(cost.stats[Stat.DATA_BUS_CYCLES]),
+            float(cost.stats[[Stat.RD, Stat.WR, Stat.RDA, Stat.WRA]].sum()),
+            float(cost.stats[[Stat.READ_ROW_HITS, Stat.WRITE_ROW_HITS]].sum()),
         )
 
 
