@@ -6,7 +6,8 @@ RUN_DIR` wrote (summary.json, requests.csv, tokens.csv, iterations.csv) and draw
 - batch_kv.png: running requests and KV tokens of each iteration over time;
 - utilization.png: systolic arrays, vector unit, PIM and DRAM data bus busy fraction of
   each iteration over time;
-- op_cycles.png: cycles per operator group (stacked bars), iterations grouped in spans;
+- op_cycles.png: cycles per operator group (stacked bars), mean per iteration over groups
+  of consecutive iterations;
 - prefill_decode.png: prefill vs decode tokens of each iteration, and the fraction of it
   PIM attention ran under NPU work (sub-batch interleaving).
 
@@ -208,13 +209,14 @@ def plot_run(run: RunData, out: Path) -> list[Path]:
     x = np.arange(len(groups))
     bottom = np.zeros(len(groups))
     for g in OP_GROUPS:
-        v = np.array([it[f"{g}_cycles"][idx].sum() for idx in groups])
+        v = np.array([it[f"{g}_cycles"][idx].mean() for idx in groups])  # groups differ in size
         ax.bar(x, v, bottom=bottom, label=g)
         bottom += v
     ax.set_xticks(x, [f"{idx[0]}" if len(idx) == 1 else f"{idx[0]}-{idx[-1]}" for idx in groups],
                   rotation=90, fontsize=7)
     ax.set_xlabel("iterations")
-    ax.set_ylabel("cycles (spans summed over layers; groups overlap in time)")
+    ax.set_ylabel("cycles per iteration (mean of the bar's iterations;\n"
+                  "spans summed over layers; groups overlap in time)", fontsize=8)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     save(fig, "op_cycles.png")
 
