@@ -28,6 +28,7 @@ import dram_reference  # tests/dram_reference.py
 from neupims_py.config import load_hw
 from neupims_py.dram.lower import lower_memory
 from neupims_py.dram.replay import replay
+from neupims_py.engine import dram as eng
 from neupims_py.formats import Cmd, Stat
 
 pytestmark = pytest.mark.nojit
@@ -48,6 +49,12 @@ MEMS = {
     "neupims": variant("neupims"),  # 2 ranks, 32 channels, queues of 128, single issue
     "hbm2-per-rank": variant("hbm2-8gb-x128", queue_structure="per-rank", cmd_queue_size=32),
     "hbm2-close-page": variant("hbm2-8gb-x128", row_buffer_policy="close-page"),
+    # 4 ranks of 16 banks: 64 command queues per channel, more than the engine's queue
+    # bitmasks hold (MASK_QUEUES), so its plain round-robin scan runs
+    "hbm2-4-ranks": dataclasses.replace(
+        variant("hbm2-8gb-x128"),
+        geometry=dataclasses.replace(load_hw("hbm2-8gb-x128").memory.geometry, ranks=4, rows=8192),
+    ),
 }
 PARAMS = {name: lower_memory(mem) for name, mem in MEMS.items()}
 
@@ -335,3 +342,10 @@ def test_random_traces_per_rank_queues(trace):
 @given(traces("hbm2-close-page", channels=2))
 def test_random_traces_close_page(trace):
     check("hbm2-close-page", *trace)
+
+
+@hypothesis_settings(EXAMPLES // 2)
+@given(traces("hbm2-4-ranks", channels=2))
+def test_random_traces_unmasked_queues(trace):
+    assert eng.num_queues(PARAMS["hbm2-4-ranks"]) > eng.MASK_QUEUES
+    check("hbm2-4-ranks", *trace)

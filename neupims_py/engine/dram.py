@@ -6,7 +6,9 @@ command queue per bank (or per rank) served round-robin, FR-FCFS with a cap on r
 before an on-demand precharge, write drains, rank-staggered refresh and HBM dual issue.
 Each channel is only ticked at cycles where something can change; between those, its
 next event is the earliest cycle at which a queued command's timing is met, so idle cycles
-cost nothing while the issued command stream stays cycle-exact.
+cost nothing while the issued command stream stays cycle-exact. Within a tick, the scan of
+the command queues visits only the non-empty ones (a bitmask per channel) and, until the
+channel's least ready bound comes, only those whose bound was reset by a change.
 
 The order of work inside one cycle is written once, in ``_tick_channel``:
 refresh insertion, (refresh | queued) command issue, optional second command, then one
@@ -22,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from neupims_py.engine.hashtable import ht_del, ht_get, ht_put, new_table
-from neupims_py.engine.jit import kernel
+from neupims_py.engine.jit import ctz, kernel
 from neupims_py.formats import NUM_CMDS, NUM_STATS, READ_LAT_BIN, READ_LAT_BINS, Cmd, Stat
 
 INF = np.int64(2**62)
@@ -169,8 +171,12 @@ RK_COLS = RK_FAW + 4
     CH_WAKE,
     CH_PIM_MODE,
     CH_PIM_SINCE,
+    CH_QMASK,  # bit q: command queue q is not empty (when MASKED_QUEUES, else unused)
+    CH_QDIRTY,  # bit q: queue q's ready bound was reset (a change), it must be scanned
+    CH_MINLB,  # at most the ready bound of every clean, non-empty queue outside a refresh
     CH_REFQ,  # then the refresh FIFO of ranks
-) = range(14)
+) = range(17)
+MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 
 QU_LEN, QU_LB, QU_ITEMS = 0, 1, 2  # queue[ch, q, :]: length, ready bound, request ids
 
@@ -220,6 +226,8 @@ class DramState(NamedTuple):
     wvals: np.ndarray
     stats: np.ndarray  # [ch, Stat]
     lat_hist: np.ndarray  # [ch, READ_LAT_BINS]
+    rule_span: np.ndarray  # [rel, cmd, 0 | 1]: the `next` commands p.rel_lat[rel, cmd, lo:hi]
+    # that have rules (outside it every entry is NO_RULE); from the params, never changes
 
     # Named views for Python code and tests (kernels index the packed arrays).
     @property
@@ -368,7 +376,49 @@ def new_state(p: DramParams) -> DramState:
         wvals=wvals,
         stats=np.zeros((nch, NUM_STATS), np.int64),
         lat_hist=np.zeros((nch, READ_LAT_BINS), np.int64),
+        rule_span=rule_spans(p),
     )
+
+
+def rule_spans(p: DramParams) -> np.ndarray:
+    """[rel, cmd] -> (lo, hi): the timed `next` commands with a rule lie in lo:hi."""
+    span = np.zeros((NUM_RELS, NUM_CMDS, 2), np.int64)
+    for rel in range(NUM_RELS):
+        for cmd in range(NUM_CMDS):
+            ruled = np.flatnonzero(p.rel_lat[rel, cmd, : p.n_timed] != NO_RULE)
+            if len(ruled):
+                span[rel, cmd] = ruled[0], ruled[-1] + 1
+    return span
+
+
+@kernel
+def _decode(p, a, is_write, cycle, group, after, req):
+    """Fill req[i, :] from the byte address (and the other inputs) of request i."""
+    per_rank = p.bankgroups * p.banks_per_group
+    for i in range(a.shape[0]):
+        x = a[i]
+        ch = (x >> p.ch_shift) & p.ch_mask
+        ra = (x >> p.ra_shift) & p.ra_mask
+        bg = (x >> p.bg_shift) & p.bg_mask
+        ba = (x >> p.ba_shift) & p.ba_mask
+        req[i, RQ_ADDR] = x
+        req[i, RQ_WRITE] = 1 if is_write[i] else 0
+        req[i, RQ_CYCLE] = cycle[i]
+        req[i, RQ_CH] = ch
+        req[i, RQ_RANK] = ra
+        req[i, RQ_BG] = bg
+        req[i, RQ_BA] = ba
+        req[i, RQ_ROW] = (x >> p.ro_shift) & p.ro_mask
+        req[i, RQ_COL] = (x >> p.co_shift) & p.co_mask
+        local = (ra * p.bankgroups + bg) * p.banks_per_group + ba
+        req[i, RQ_BANK] = ch * p.ranks * per_rank + local
+        req[i, RQ_QUEUE] = local if p.per_bank_queues else ra
+        req[i, RQ_ADDED] = -1
+        req[i, RQ_ISSUED] = -1
+        req[i, RQ_DONE] = -1
+        req[i, RQ_DUP] = -1
+        req[i, RQ_GROUP] = group[i] if group.shape[0] else -1
+        req[i, RQ_AFTER] = after[i] if after.shape[0] else -1
 
 
 def new_batch(
@@ -384,35 +434,21 @@ def new_batch(
 
     per_channel: one front-end stream per channel (requests reordered by channel, order
     kept within a channel) instead of one stream in the given order."""
-    a = np.asarray(addr, dtype=np.int64)
-    ch = (a >> p.ch_shift) & p.ch_mask
-    columns = [np.asarray(is_write, dtype=np.int64), np.asarray(cycle, dtype=np.int64), group, after]
+    a = np.ascontiguousarray(addr, dtype=np.int64)
+    is_write = np.ascontiguousarray(np.asarray(is_write) != 0)
+    cycle = np.ascontiguousarray(cycle, dtype=np.int64)
+    none = np.zeros(0, np.int64)
+    group = none if group is None else np.ascontiguousarray(group, dtype=np.int64)
+    after = none if after is None else np.ascontiguousarray(after, dtype=np.int64)
     if per_channel:
+        ch = (a >> p.ch_shift) & p.ch_mask
         order = np.argsort(ch, kind="stable")
-        a, ch = a[order], ch[order]
-        columns = [None if c is None else np.asarray(c)[order] for c in columns]
-    is_write, cycle, group, after = columns
+        a, ch, is_write, cycle = a[order], ch[order], is_write[order], cycle[order]
+        group = group[order] if len(group) else group
+        after = after[order] if len(after) else after
     req = np.empty((a.shape[0], RQ_COLS), np.int64)
-    ra = (a >> p.ra_shift) & p.ra_mask
-    bg = (a >> p.bg_shift) & p.bg_mask
-    ba = (a >> p.ba_shift) & p.ba_mask
-    req[:, RQ_ADDR] = a
-    req[:, RQ_WRITE] = is_write != 0
-    req[:, RQ_CYCLE] = cycle
-    req[:, RQ_CH] = ch
-    req[:, RQ_RANK] = ra
-    req[:, RQ_BG] = bg
-    req[:, RQ_BA] = ba
-    req[:, RQ_ROW] = (a >> p.ro_shift) & p.ro_mask
-    req[:, RQ_COL] = (a >> p.co_shift) & p.co_mask
-    req[:, RQ_BANK] = ((ch * p.ranks + ra) * p.bankgroups + bg) * p.banks_per_group + ba
-    if p.per_bank_queues:
-        req[:, RQ_QUEUE] = (ra * p.bankgroups + bg) * p.banks_per_group + ba
-    else:
-        req[:, RQ_QUEUE] = ra
-    req[:, RQ_ADDED:RQ_DUP + 1] = -1
-    req[:, RQ_GROUP] = -1 if group is None else group
-    req[:, RQ_AFTER] = -1 if after is None else after
+    # one row-major pass (numpy column assignments would sweep the whole array per column)
+    _decode(p, a, is_write, cycle, group, after, req)
     if per_channel:
         counts = np.bincount(ch, minlength=p.channels) if len(a) else np.zeros(p.channels, np.int64)
         end = np.cumsum(counts)
@@ -496,7 +532,6 @@ def _apply_rules(p, s, ch, rank, bg, ba, cmd, clk):
     """Raise the earliest-issue cycles of every bank of the channel that `cmd` constrains."""
     bpg = p.banks_per_group
     per_rank = p.bankgroups * bpg
-    nt = p.n_timed
     base = ch * p.ranks * per_rank
     for r in range(p.ranks):
         for g in range(p.bankgroups):
@@ -510,7 +545,7 @@ def _apply_rules(p, s, ch, rank, bg, ba, cmd, clk):
                 else:
                     rel = REL_SAME_BANK
                 tb = base + r * per_rank + g * bpg + b
-                for n in range(nt):
+                for n in range(s.rule_span[rel, cmd, 0], s.rule_span[rel, cmd, 1]):
                     t = clk + p.rel_lat[rel, cmd, n]
                     if t > s.bank[tb, n]:
                         s.bank[tb, n] = t
@@ -590,7 +625,18 @@ def _read_for_task(nt, ctl, g, done):
         _npu_advance(nt, ctl)
 
 
-@kernel
+@kernel(inline="always")
+def _reset_all_bounds(s, ch):
+    """Every command queue of the channel must be scanned again (a refresh ended, PIM rows
+    closed)."""
+    nq = s.queue.shape[1]
+    for qq in range(nq):
+        s.queue[ch, qq, QU_LB] = 0
+    if nq <= MASK_QUEUES:
+        s.chan[ch, CH_QDIRTY] = (1 << nq) - 1
+
+
+@kernel(inline="always")
 def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
     """Issue one normal DRAM command (request `rid` at queue position (q, k), or -1 for
     refresh / PIM housekeeping): results, statistics, timing, bank state, queues."""
@@ -671,20 +717,29 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         s.chan[ch, CH_IN_REF] = 0
 
     if cmd == REF:
-        nq = s.queue.shape[1]
-        for qq in range(nq):
-            s.queue[ch, qq, QU_LB] = 0
+        _reset_all_bounds(s, ch)
     else:
-        s.queue[ch, _queue_of_bank(p, gb), QU_LB] = 0
+        qb = _queue_of_bank(p, gb)
+        s.queue[ch, qb, QU_LB] = 0
+        if s.queue.shape[1] <= MASK_QUEUES:
+            s.chan[ch, CH_QDIRTY] |= 1 << qb
     if _is_rw(cmd):
         n = s.queue[ch, q, QU_LEN]
         for j in range(k, n - 1):
             s.queue[ch, q, QU_ITEMS + j] = s.queue[ch, q, QU_ITEMS + j + 1]
         s.queue[ch, q, QU_LEN] = n - 1
         s.chan[ch, CH_CQ_TOTAL] -= 1
+        if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
+            s.chan[ch, CH_QMASK] &= ~(1 << q)
 
 
 @kernel
+def _issue_call(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
+    """_issue as a call (the PIM path's PRE/ACT), so it is inlined only in _tick_channel."""
+    _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk)
+
+
+@kernel(inline="always")
 def _required(bank, req, close_page, rid):
     """The command a queued request needs next, given its bank's state."""
     gb = req[rid, RQ_BANK]
@@ -698,7 +753,7 @@ def _required(bank, req, close_page, rid):
     return RDA if close_page else RD
 
 
-@kernel
+@kernel(inline="always")
 def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
@@ -768,6 +823,12 @@ def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks,
     return -1, -1
 
 
+@kernel
+def _first_ready_call(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap):
+    """_first_ready_in_queue as a call, for the rare channels with over MASK_QUEUES queues."""
+    return _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap)
+
+
 @kernel(inline="always")
 def _queue_in_ref(p, s, ch, q):
     if s.chan[ch, CH_IN_REF] == 0:
@@ -786,27 +847,68 @@ def _queue_of_bank(p, gb):
     return local // (p.bankgroups * p.banks_per_group)
 
 
-@kernel
+@kernel(inline="always")
 def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q):
     """DRAMsim3 GetCommandToIssue: round-robin over the command queues; (cmd, queue, pos).
 
-    per_rank_q: command queues per rank (the queues a refresh of that rank skips)."""
+    per_rank_q: command queues per rank (the queues a refresh of that rank skips).
+    A queue is looked at only if it is non-empty and its ready bound has come; with the
+    bitmasks (MASK_QUEUES) only the non-empty queues are visited, and before the channel's
+    least bound (CH_MINLB) only those whose bound was reset (CH_QDIRTY)."""
     nq = queue.shape[1]
     in_ref = chan[ch, CH_IN_REF]
     ref_rank = chan[ch, CH_REF_RANK]
     q = chan[ch, CH_QIDX]
-    for _ in range(nq):
-        q += 1
-        if q == nq:
-            q = 0
-        if queue[ch, q, QU_LEN] == 0 or queue[ch, q, QU_LB] > clk:
-            continue
-        if in_ref != 0 and q // per_rank_q == ref_rank:
-            continue
-        need, k = _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap)
-        if need >= 0:
-            chan[ch, CH_QIDX] = q
-            return need, q, k
+    if nq > MASK_QUEUES:
+        for _ in range(nq):
+            q += 1
+            if q == nq:
+                q = 0
+            if queue[ch, q, QU_LEN] == 0 or queue[ch, q, QU_LB] > clk:
+                continue
+            if in_ref != 0 and q // per_rank_q == ref_rank:
+                continue
+            need, k = _first_ready_call(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap)
+            if need >= 0:
+                chan[ch, CH_QIDX] = q
+                return need, q, k
+        return -1, -1, -1
+    live = chan[ch, CH_QMASK]
+    if in_ref != 0:
+        live &= ~(((1 << per_rank_q) - 1) << (ref_rank * per_rank_q))
+    full = clk >= chan[ch, CH_MINLB]
+    cand = live if full else live & chan[ch, CH_QDIRTY]
+    start = q + 1
+    if start == nq:
+        start = 0
+    # round robin from `start`: the candidates at or above it, then those below it
+    upper = cand & ~((1 << start) - 1)
+    lower = cand & ((1 << start) - 1)
+    least = INF
+    for part in range(2):
+        m = upper if part == 0 else lower
+        while m != 0:
+            q = ctz(m)
+            m &= m - 1
+            lbq = queue[ch, q, QU_LB]
+            if lbq > clk:
+                if lbq < least:
+                    least = lbq
+                continue
+            need, k = _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap)
+            if need >= 0:
+                chan[ch, CH_QIDX] = q
+                if least < chan[ch, CH_MINLB]:
+                    chan[ch, CH_MINLB] = least  # the queues cleaned on the way
+                return need, q, k
+            chan[ch, CH_QDIRTY] &= ~(1 << q)
+            lbq = queue[ch, q, QU_LB]
+            if lbq < least:
+                least = lbq
+    if full:
+        chan[ch, CH_MINLB] = least  # every live queue was looked at
+    elif least < chan[ch, CH_MINLB]:
+        chan[ch, CH_MINLB] = least
     return -1, -1, -1
 
 
@@ -845,7 +947,7 @@ def _finish_refresh(p, s, ch, clk):
 MOVED_NONE, MOVED_ONE, MOVED_STOPPED = 0, 1, 2
 
 
-@kernel
+@kernel(inline="always")
 def _move_one(p, s, b, ch, writes):
     """Move the first transaction of the read queue (writes=0) or write buffer (writes=1)
     whose command queue has room. A write with a pending read of its address stops there."""
@@ -869,11 +971,14 @@ def _move_one(p, s, b, ch, writes):
         s.queue[ch, q, QU_LEN] += 1
         s.chan[ch, CH_CQ_TOTAL] += 1
         s.queue[ch, q, QU_LB] = 0
+        if s.queue.shape[1] <= MASK_QUEUES:
+            s.chan[ch, CH_QMASK] |= 1 << q
+            s.chan[ch, CH_QDIRTY] |= 1 << q
         return MOVED_ONE
     return MOVED_NONE
 
 
-@kernel
+@kernel(inline="always")
 def _schedule_transaction(p, s, b, ctl, ch):
     """DRAMsim3 ScheduleTransaction: move one transaction into its command queue.
 
@@ -994,8 +1099,7 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                         st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank[rk, RK_SINCE]
         _apply_rules(p, s, ch, rank, bg, 0, cmd, clk)
         # rows and (single buffer) the whole channel come back to the normal scheduler
-        for q in range(s.queue.shape[1]):
-            s.queue[ch, q, QU_LB] = 0
+        _reset_all_bounds(s, ch)
         if s.chan[ch, CH_PIM_MODE] != 0:
             still_open = 0
             for r in range(p.ranks):
@@ -1064,7 +1168,7 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
                     if clk < t:
                         pb.lb[ch] = t
                         return False
-                    _issue(p, s, b, nt, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
+                    _issue_call(p, s, b, nt, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
                     return True
                 t = s.bank[gb, ACT]
                 f = _faw_ready(p, s, ch * p.ranks + rank)
@@ -1073,7 +1177,7 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
                 if clk < t:
                     pb.lb[ch] = t
                     return False
-                _issue(p, s, b, nt, ctl, log, ch, ACT, gb, row, 0, -1, -1, -1, clk)
+                _issue_call(p, s, b, nt, ctl, log, ch, ACT, gb, row, 0, -1, -1, -1, clk)
                 return True
             t = s.bank[gb, GWRITE]
         elif cmd == G_ACT:
@@ -1087,7 +1191,7 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
                     # the normal row buffer must give the row (dual) or the bank (single) up
                     t = s.bank[gb, PRE]
                     if clk >= t:
-                        _issue(p, s, b, nt, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
+                        _issue_call(p, s, b, nt, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
                         return True
                     if t < lb:
                         lb = t
@@ -1106,7 +1210,7 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
         return True
 
 
-@kernel
+@kernel(inline="always")
 def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
     """One controller cycle of one channel. Returns True if its state changed."""
     if p.refresh_policy != REFRESH_OFF:
@@ -1122,12 +1226,18 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
             s.chan[ch, CH_NEXT_REF] += p.refresh_interval
     changed = False
     cmd = -1
+    gb = -1
+    row = 0
+    col = 0
+    rid = -1
+    q = -1
+    k = -1
     if s.chan[ch, CH_REFQ_LEN] > 0:
         was_in_ref = s.chan[ch, CH_IN_REF]
         cmd, gb = _finish_refresh(p, s, ch, clk)
         changed = was_in_ref != s.chan[ch, CH_IN_REF]
         if cmd >= 0:
-            _issue(p, s, b, nt, ctl, log, ch, cmd, gb, s.bank[gb, BK_OPEN_ROW], 0, -1, -1, -1, clk)
+            row = s.bank[gb, BK_OPEN_ROW]
     if cmd < 0 and pb.pc[ch] < pb.end[ch]:
         pc0 = pb.pc[ch]
         if _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
@@ -1139,23 +1249,36 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
             rid = s.queue[ch, q, QU_ITEMS + k]
             if cmd == PRE:
                 s.stats[ch, S_ONDEMAND_PRE] += 1
-            _issue(p, s, b, nt, ctl, log, ch, cmd, b.req[rid, RQ_BANK], b.req[rid, RQ_ROW], b.req[rid, RQ_COL], rid, q, k, clk)
+            gb = b.req[rid, RQ_BANK]
+            row = b.req[rid, RQ_ROW]
+            col = b.req[rid, RQ_COL]
     if cmd >= 0:
         changed = True
-        if p.dual_issue:
-            cmd2, q2, k2 = _command_to_issue(p, s, b, ch, clk)
-            if cmd2 >= 0 and _is_rw(cmd2) != _is_rw(cmd):
-                rid2 = s.queue[ch, q2, QU_ITEMS + k2]
-                if cmd2 == PRE:
-                    s.stats[ch, S_ONDEMAND_PRE] += 1
-                _issue(p, s, b, nt, ctl, log, ch, cmd2, b.req[rid2, RQ_BANK], b.req[rid2, RQ_ROW], b.req[rid2, RQ_COL], rid2, q2, k2, clk)
+        first_rw = _is_rw(cmd)
+        # the (refresh or queued) command, then with dual issue a second one of the other
+        # kind (column vs row command); one _issue call site, as it is inlined
+        for slot in range(2):
+            _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk)
+            if slot == 1:
                 s.stats[ch, S_DUAL_CMDS] += 1
+                break
+            if not p.dual_issue:
+                break
+            cmd, q, k = _command_to_issue(p, s, b, ch, clk)
+            if cmd < 0 or _is_rw(cmd) == first_rw:
+                break
+            rid = s.queue[ch, q, QU_ITEMS + k]
+            if cmd == PRE:
+                s.stats[ch, S_ONDEMAND_PRE] += 1
+            gb = b.req[rid, RQ_BANK]
+            row = b.req[rid, RQ_ROW]
+            col = b.req[rid, RQ_COL]
     if _schedule_transaction(p, s, b, ctl, ch):
         changed = True
     return changed
 
 
-@kernel
+@kernel(inline="always")
 def _next_event(p, s, b, pb, ch, clk):
     """Earliest cycle after clk at which an idle channel's state could change."""
     t = s.chan[ch, CH_NEXT_REF]
@@ -1171,9 +1294,20 @@ def _next_event(p, s, b, pb, ch, clk):
             if clk < bt < t:
                 t = bt
     nq = s.queue.shape[1]
-    for q in range(nq):
-        # every non-empty queue outside a refresh was scanned this cycle and set q_lb
-        if s.queue[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
+    if nq > MASK_QUEUES:
+        for q in range(nq):
+            # every non-empty queue outside a refresh was scanned this cycle and set q_lb
+            if s.queue[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
+                continue
+            bt = s.queue[ch, q, QU_LB]
+            if clk < bt < t:
+                t = bt
+        return t
+    m = s.chan[ch, CH_QMASK]
+    while m != 0:
+        q = ctz(m)
+        m &= m - 1
+        if _queue_in_ref(p, s, ch, q):
             continue
         bt = s.queue[ch, q, QU_LB]
         if clk < bt < t:
@@ -1181,7 +1315,7 @@ def _next_event(p, s, b, pb, ch, clk):
     return t
 
 
-@kernel
+@kernel(inline="always")
 def _try_add(p, s, b, nt, ctl, rid, at):
     """WillAcceptTransaction + AddTransaction; `at` is the controller cycle it lands."""
     ch = b.req[rid, RQ_CH]
@@ -1225,7 +1359,7 @@ def _try_add(p, s, b, nt, ctl, rid, at):
     return True
 
 
-@kernel
+@kernel(inline="always")
 def _offer(p, s, b, nt, ctl, c):
     """The front end at cycle c (after the memory ticked): each stream offers up to
     C_MAX_INJECT requests in order; returns how many requests are still to offer."""

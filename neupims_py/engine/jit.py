@@ -5,9 +5,19 @@ Numba's reference-counting runtime (``_nrt=False``) removes an incref/decref pai
 array argument on every call (about 18 ns per array: with the state NamedTuples that was
 most of the run time), and lets LLVM inline freely. ``cache=True`` keeps the compiled
 code on disk so a second process starts in well under a second.
+
+A call between kernels passes every field of every array of every NamedTuple argument
+(Numba flattens them: a few hundred words for the engine's state), so the per-cycle path
+(``run_requests`` -> ``_tick_channel`` -> scan / issue / move) is inlined with
+``inline="always"``; each inlined body is compiled once per call site, so those functions
+keep a single call site on that path (``_issue_call`` / ``_first_ready_call`` serve the
+rare paths). That costs compile time (about a minute, once, then cached), not run time.
 """
 
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import config
+from numba.extending import intrinsic
 
 
 def kernel(fn=None, **options):
@@ -16,3 +26,25 @@ def kernel(fn=None, **options):
     if fn is None:
         return lambda f: njit(**opts)(f)
     return njit(**opts)(fn)
+
+
+if config.DISABLE_JIT:
+
+    def ctz(x):
+        """Index of the lowest set bit of x (> 0)."""
+        x = int(x)
+        return (x & -x).bit_length() - 1
+
+else:
+
+    @intrinsic
+    def _cttz(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+        return types.int64(types.int64), codegen
+
+    @njit(cache=True, nogil=True, _nrt=False, inline="always")
+    def ctz(x):
+        """Index of the lowest set bit of x (> 0): LLVM's cttz."""
+        return _cttz(x)
