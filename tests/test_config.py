@@ -129,11 +129,13 @@ def test_baseline_presets_differ_from_neupims_only_where_they_say():
             "memory.pim.row_buffers": "single",
             "system.mode": "npu+pim",
             "system.sub_batch_interleaving": False,
+            "scheduler.channel_policy": "round-robin",
         },
         "npu-only": {
             "memory.pim.enabled": False,
             "system.mode": "npu-only",
             "system.sub_batch_interleaving": False,
+            "scheduler.channel_policy": "round-robin",
         },
     }.items():
         other = hw_to_dict(load_hw(name))

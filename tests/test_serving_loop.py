@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from neupims_py.compiler.iteration import BatchEntry
@@ -160,26 +162,55 @@ def _tight_placement(channel_full: str) -> KvPlacement:
                        channel_full=channel_full)
 
 
+def _others_busier(p: KvPlacement) -> None:
+    """Make every channel but 0 far busier by the min-load estimate, so channel 0 (full or
+    not) is the one min-load picks."""
+    p.load[1:] = [10**9] * (p.channels - 1)
+
+
 def test_channel_full_wait_and_migrate():
     wait = _tight_placement("wait")
     assert wait.rows_for(32) == 10 and not wait.fits_empty_channel(33)
-    assert wait.place(1, 32, 0) == 0  # no context: channel 0 stays least loaded
-    assert wait.place(2, 32, 0) is None  # full; the request waits
+    assert wait.place(1, 32, 0) == 0
+    _others_busier(wait)
+    assert wait.place(2, 32, 0) is None  # channel 0 is picked and full: the request waits
     wait.release(1)
     assert wait.place(2, 32, 0) == 0
     migrate = _tight_placement("migrate")
     assert migrate.place(1, 32, 0) == 0
+    _others_busier(migrate)
     assert migrate.place(2, 32, 0) == 1  # the channel with the most free rows
     assert migrate.free_rows()[:2] == [0, 0]
 
 
+def _neupims_estimate(kv_len, e, dk, elems_per_row, banks):
+    """Scheduler::estimate_mha_latency of the NeuPIMs artifact, written out again."""
+    logits = math.ceil(e / elems_per_row) * (100 + math.ceil(kv_len / banks) * 184)
+    attend = math.ceil(kv_len / elems_per_row) * (e // dk) * (100 + math.ceil(dk / banks) * 184)
+    return logits + attend
+
+
 def test_min_load_follows_kv_growth():
     p = _tight_placement("wait")
+    est = lambda n: _neupims_estimate(n, p.kv.e, p.kv.head_dim, p.kv.L.elems_per_row, p.kv.L.banks)
     assert p.place(1, 16, 10) == 0
     assert p.place(2, 16, 4) == 1
     p.grow(2, 7)  # channel 1 now holds 11 tokens
     assert p.choose() == 2
-    assert p.load[:3] == [10, 11, 0]
+    assert p.load[:3] == [est(10), est(11), 0]
+    p.release(1)
+    assert p.load[0] == 0 and p.choose() == 0
+
+
+def test_min_load_counts_a_fixed_cost_per_request():
+    """Two short requests cost more than one of their combined length (NeuPIMs' estimate has
+    a per-request GWRITE part and rounds tiles up), so a third short one avoids them."""
+    p = _tight_placement("wait")
+    est = lambda n: _neupims_estimate(n, p.kv.e, p.kv.head_dim, p.kv.L.elems_per_row, p.kv.L.banks)
+    assert 2 * est(1) > est(2)
+    p.load[:3] = [2 * est(1), est(2), 10**9]
+    p.load[3:] = [10**9] * (p.channels - 3)
+    assert p.choose() == 1
 
 
 def test_unknown_scheduler_lists_the_valid_ones():

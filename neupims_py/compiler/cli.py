@@ -32,11 +32,11 @@ MODES = ("npu-only", "npu+pim", "neupims")
 # neupims.yaml). `-p` overrides are applied after these.
 MODE_OVERRIDES = {
     "npu-only": ("system.mode=npu-only", "memory.pim.enabled=false",
-                 "system.sub_batch_interleaving=false"),
+                 "system.sub_batch_interleaving=false", "scheduler.channel_policy=round-robin"),
     "npu+pim": ("system.mode=npu+pim", "memory.pim.enabled=true", "memory.pim.row_buffers=single",
-                "system.sub_batch_interleaving=false"),
+                "system.sub_batch_interleaving=false", "scheduler.channel_policy=round-robin"),
     "neupims": ("system.mode=neupims", "memory.pim.enabled=true", "memory.pim.row_buffers=dual",
-                "system.sub_batch_interleaving=true"),
+                "system.sub_batch_interleaving=true", "scheduler.channel_policy=min-load"),
 }
 
 SNAPSHOT_COLUMNS = ("seq_len", "ch_idx")

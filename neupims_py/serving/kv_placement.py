@@ -10,9 +10,12 @@ cost model's simulator too. Finished requests free their rows.
 
 Policies (`scheduler.channel_policy`):
 - round-robin: channels in turn (the turn advances on every placement);
-- min-load: the channel with the least estimated attention work, the sum of the current
-  KV lengths of its requests (PIM GEMV time grows with the KV length); ties go to the
-  lowest channel;
+- min-load: the channel with the least estimated attention work (NeuPIMs' greedy channel
+  load balancing): the sum over its requests of `mha_estimate(current KV length)`, the
+  artifact's estimate of one request's PIM attention (Scheduler::estimate_mha_latency:
+  GWRITEs of the query chunks and GEMV tiles of the logits, GWRITEs of the logit chunks
+  and GEMV tiles of the attend, per head); ties go to the lowest channel. The estimate has
+  a fixed part per request, so short requests are not all piled onto one channel;
 - random: uniformly at random, from a generator seeded with the run's seed.
 
 When the chosen channel has too few contiguous free rows (`scheduler.channel_full`):
@@ -28,6 +31,26 @@ from neupims_py.compiler.layout import AddressLayout, KvLayout, RowAllocator
 from neupims_py.config.hw import CHANNEL_POLICIES
 from neupims_py.errors import UserError
 
+# The weights of NeuPIMs' channel-load estimate (src/scheduler/Scheduler.cc: _gwrite_latency,
+# _gemv_latency): a policy heuristic, not a timing; only their ratio matters.
+GWRITE_WEIGHT = 100
+GEMV_WEIGHT = 184
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def mha_estimate(kv_len: int, e: int, head_dim: int, elems_per_row: int, banks: int) -> int:
+    """NeuPIMs' estimate of one request's PIM attention work at `kv_len` cached tokens
+    (Scheduler::estimate_mha_latency): logits, one GWRITE per row-sized chunk of the query
+    and one GEMV per chunk and tile of `banks` tokens; attend, per head one GWRITE per
+    row-sized chunk of the logits and one GEMV per chunk and `banks` head dimensions."""
+    chunks = _ceil(e, elems_per_row)
+    work = chunks * GWRITE_WEIGHT + chunks * _ceil(kv_len, banks) * GEMV_WEIGHT
+    chunks = _ceil(kv_len, elems_per_row) * (e // head_dim)
+    return work + chunks * GWRITE_WEIGHT + chunks * _ceil(head_dim, banks) * GEMV_WEIGHT
+
 
 class KvPlacement:
     """Channel choice and per-channel KV row tracking for the running requests."""
@@ -42,7 +65,7 @@ class KvPlacement:
         self.rows_per_channel = layout.rows - first_row
         self.policy = policy
         self.channel_full = channel_full
-        self.load = [0] * self.channels  # sum of current KV lengths per channel
+        self.load = [0] * self.channels  # sum of mha_estimate over each channel's requests
         self.kv_len: dict[int, int] = {}
         self.channel: dict[int, int] = {}
         self._turn = 0
@@ -65,6 +88,10 @@ class KvPlacement:
 
     def fits_empty_channel(self, tokens: int) -> bool:
         return self.rows_for(tokens) <= self.rows_per_channel
+
+    def mha_estimate(self, kv_len: int) -> int:
+        """`mha_estimate` with this channel layout's dimensions."""
+        return mha_estimate(kv_len, self.kv.e, self.kv.head_dim, self.kv.L.elems_per_row, self.kv.L.banks)
 
     # ---------------------------------------------------------------- placement
     def _largest_span(self, ch: int) -> int:
@@ -94,18 +121,19 @@ class KvPlacement:
         if self.policy == "round-robin":
             self._turn += 1
         self.channel[req] = ch
-        self.load[ch] += context
+        self.load[ch] += self.mha_estimate(context)
         self.kv_len[req] = context
         return ch
 
     def grow(self, req: int, tokens: int) -> None:
         """`req` now caches `tokens` more tokens (the estimate min-load balances)."""
-        self.kv_len[req] += tokens
-        self.load[self.channel[req]] += tokens
+        old = self.kv_len[req]
+        self.kv_len[req] = old + tokens
+        self.load[self.channel[req]] += self.mha_estimate(old + tokens) - self.mha_estimate(old)
 
     def release(self, req: int) -> None:
         ch = self.channel.pop(req)
-        self.load[ch] -= self.kv_len.pop(req)
+        self.load[ch] -= self.mha_estimate(self.kv_len.pop(req))
         self.rows.release(req)
 
     def free_rows(self) -> list[int]:
