@@ -473,7 +473,7 @@ class SchedulerConfig:
         "the prompt to fit max_batch_tokens)", "tokens", default=0, minimum=0)
     channel_policy: str = spec(
         "PIM channel of a new request's KV cache: round-robin; min-load (the channel with "
-        "the least estimated attention work: the sum of its requests' KV lengths; ties to "
+        "the least estimated attention work: NeuPIMs' per-request MHA estimate summed; ties to "
         "the lowest channel); random (uniform, from the run's seed)", "", default="min-load",
         choices=CHANNEL_POLICIES)
     channel_full: str = spec(
