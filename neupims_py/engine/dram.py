@@ -151,7 +151,9 @@ class DramParams(NamedTuple):
 BK_OPEN_ROW = NUM_CMDS  # bank[b, 0:NUM_CMDS] = earliest issue cycle of each command
 BK_HITS = NUM_CMDS + 1  # column commands since the row opened
 BK_PIM_ROW = NUM_CMDS + 2  # row open in the PIM row buffer, -1 if none
-BK_COLS = NUM_CMDS + 3
+BK_RANK, BK_BG, BK_BA = NUM_CMDS + 3, NUM_CMDS + 4, NUM_CMDS + 5  # the bank's place (fixed):
+# rank in its channel, bank group, bank; kept so the hot path needs no integer division
+BK_COLS = NUM_CMDS + 6
 
 RK_OPEN, RK_SINCE, RK_FAW_HEAD, RK_FAW_N, RK_PIM_OPEN = 0, 1, 2, 3, 4
 RK_FAW = 5  # four slots: cycles of the last four ACTs (ring)
@@ -178,7 +180,13 @@ RK_COLS = RK_FAW + 4
 ) = range(17)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 
-QU_LEN, QU_LB, QU_ITEMS = 0, 1, 2  # queue[ch, q, :]: length, ready bound, request ids
+QU_LEN, QU_LB, QU_ITEMS = 0, 1, 2  # queue[ch, q, :]: length, ready bound, then the items
+# Item k of a command queue is the pair queue[ch, q, QU_ITEMS + 2k] = request id and
+# queue[ch, q, QU_ITEMS + 2k + 1] = its key: (global bank << KEY_BANK_SHIFT) | (row << 1) |
+# is_write, so the FR-FCFS search reads one short contiguous row instead of a request row
+# (136 bytes, scattered over the batch) per queued request.
+KEY_BANK_SHIFT = 32
+KEY_ROW_MASK = (1 << (KEY_BANK_SHIFT - 1)) - 1
 
 G_CLK, G_FLUSH = 0, 1
 
@@ -211,7 +219,8 @@ class DramState(NamedTuple):
     rank[ch * ranks + rank, RK_*]: open banks, activity, the tFAW window, PIM rows.
     chan[ch, CH_*]: queue lengths, drain and refresh state, the next wake-up cycle.
     queue[ch, q, QU_*]: the command queues (one per bank, or per rank).
-    tq[ch, 0 | 1, slot]: the read transaction queue and the posted-write buffer.
+    tq[ch, 0 | 1, 2 * slot + (0 | 1)]: the read transaction queue and the posted-write
+    buffer, each slot a pair (request id, its command queue).
     """
 
     glob: np.ndarray  # [G_CLK] next cycle to simulate, [G_FLUSH] drain every buffered write
@@ -226,8 +235,8 @@ class DramState(NamedTuple):
     wvals: np.ndarray
     stats: np.ndarray  # [ch, Stat]
     lat_hist: np.ndarray  # [ch, READ_LAT_BINS]
-    rule_span: np.ndarray  # [rel, cmd, 0 | 1]: the `next` commands p.rel_lat[rel, cmd, lo:hi]
-    # that have rules (outside it every entry is NO_RULE); from the params, never changes
+    rule_span: np.ndarray  # [rel, cmd, :]: the rules p.rel_lat[rel, cmd, n] != NO_RULE as a
+    # count m then m pairs (n, latency); from the params, never changes
 
     # Named views for Python code and tests (kernels index the packed arrays).
     @property
@@ -349,6 +358,8 @@ def num_queues(p: DramParams) -> int:
 
 
 def new_state(p: DramParams) -> DramState:
+    if p.ro_mask > KEY_ROW_MASK:
+        raise ValueError(f"rows up to {p.ro_mask} do not fit a command-queue key ({KEY_ROW_MASK} at most)")
     nch, nr = p.channels, p.ranks
     nb = nch * banks_per_channel(p)
     nq = num_queues(p)
@@ -359,6 +370,10 @@ def new_state(p: DramParams) -> DramState:
     bank = np.zeros((nb, BK_COLS), np.int64)
     bank[:, BK_OPEN_ROW] = -1
     bank[:, BK_PIM_ROW] = -1
+    local = np.arange(nb) % banks_per_channel(p)
+    bank[:, BK_RANK] = local // (p.bankgroups * p.banks_per_group)
+    bank[:, BK_BG] = local % (p.bankgroups * p.banks_per_group) // p.banks_per_group
+    bank[:, BK_BA] = local % p.banks_per_group
     chan = np.zeros((nch, CH_REFQ + 4 * nr), np.int64)
     chan[:, CH_QIDX] = 0  # DRAMsim3: queue_idx_ starts at 0 and is advanced before use
     chan[:, CH_NEXT_REF] = first_ref
@@ -368,8 +383,8 @@ def new_state(p: DramParams) -> DramState:
         bank=bank,
         rank=np.zeros((nch * nr, RK_COLS), np.int64),
         chan=chan,
-        queue=np.zeros((nch, nq, QU_ITEMS + p.cmd_queue_size), np.int64),
-        tq=np.zeros((nch, 2, max(p.trans_queue_size, p.write_buffer_size)), np.int64),
+        queue=np.zeros((nch, nq, QU_ITEMS + 2 * p.cmd_queue_size), np.int64),
+        tq=np.zeros((nch, 2, 2 * max(p.trans_queue_size, p.write_buffer_size)), np.int64),
         rkeys=rkeys,
         rvals=rvals,
         wkeys=wkeys,
@@ -381,13 +396,15 @@ def new_state(p: DramParams) -> DramState:
 
 
 def rule_spans(p: DramParams) -> np.ndarray:
-    """[rel, cmd] -> (lo, hi): the timed `next` commands with a rule lie in lo:hi."""
-    span = np.zeros((NUM_RELS, NUM_CMDS, 2), np.int64)
+    """[rel, cmd] -> m, n_1, lat_1, ..., n_m, lat_m: the timed `next` commands n that a
+    `cmd` constrains at a bank in relation `rel`, and the latencies."""
+    span = np.zeros((NUM_RELS, NUM_CMDS, 1 + 2 * p.n_timed), np.int64)
     for rel in range(NUM_RELS):
         for cmd in range(NUM_CMDS):
             ruled = np.flatnonzero(p.rel_lat[rel, cmd, : p.n_timed] != NO_RULE)
-            if len(ruled):
-                span[rel, cmd] = ruled[0], ruled[-1] + 1
+            span[rel, cmd, 0] = len(ruled)
+            span[rel, cmd, 1 : 1 + 2 * len(ruled) : 2] = ruled
+            span[rel, cmd, 2 : 2 + 2 * len(ruled) : 2] = p.rel_lat[rel, cmd, ruled]
     return span
 
 
@@ -528,27 +545,41 @@ def _faw_ready(p, s, rk):
 
 
 @kernel(inline="always")
+def _raise_range(s, first, end, n, t):
+    for tb in range(first, end):
+        if t > s.bank[tb, n]:
+            s.bank[tb, n] = t
+
+
+@kernel(inline="always")
 def _apply_rules(p, s, ch, rank, bg, ba, cmd, clk):
-    """Raise the earliest-issue cycles of every bank of the channel that `cmd` constrains."""
+    """Raise the earliest-issue cycles of every bank of the channel that `cmd` constrains.
+
+    By relation, then rule, then the banks in that relation (contiguous ranges: the rank's
+    other bank groups, the bank group's other banks, the other ranks): each latency is read
+    once per command, not once per bank."""
     bpg = p.banks_per_group
     per_rank = p.bankgroups * bpg
-    base = ch * p.ranks * per_rank
-    for r in range(p.ranks):
-        for g in range(p.bankgroups):
-            for b in range(bpg):
-                if r != rank:
-                    rel = REL_OTHER_RANK
-                elif g != bg:
-                    rel = REL_SAME_RANK
-                elif b != ba:
-                    rel = REL_SAME_BG
-                else:
-                    rel = REL_SAME_BANK
-                tb = base + r * per_rank + g * bpg + b
-                for n in range(s.rule_span[rel, cmd, 0], s.rule_span[rel, cmd, 1]):
-                    t = clk + p.rel_lat[rel, cmd, n]
-                    if t > s.bank[tb, n]:
-                        s.bank[tb, n] = t
+    base = ch * p.ranks * per_rank  # the channel's first bank
+    own = base + rank * per_rank  # the rank's
+    grp = own + bg * bpg  # the bank group's
+    me = grp + ba
+    for rel in range(NUM_RELS):
+        for j in range(s.rule_span[rel, cmd, 0]):
+            n = s.rule_span[rel, cmd, 1 + 2 * j]
+            t = clk + s.rule_span[rel, cmd, 2 + 2 * j]
+            if rel == REL_SAME_BANK:
+                if t > s.bank[me, n]:
+                    s.bank[me, n] = t
+            elif rel == REL_SAME_BG:
+                _raise_range(s, grp, me, n, t)
+                _raise_range(s, me + 1, grp + bpg, n, t)
+            elif rel == REL_SAME_RANK:
+                _raise_range(s, own, grp, n, t)
+                _raise_range(s, grp + bpg, own + per_rank, n, t)
+            else:
+                _raise_range(s, base, own, n, t)
+                _raise_range(s, own + per_rank, base + p.ranks * per_rank, n, t)
 
 
 @kernel(inline="always")
@@ -640,12 +671,11 @@ def _reset_all_bounds(s, ch):
 def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
     """Issue one normal DRAM command (request `rid` at queue position (q, k), or -1 for
     refresh / PIM housekeeping): results, statistics, timing, bank state, queues."""
-    per_rank = p.bankgroups * p.banks_per_group
-    local = gb - ch * p.ranks * per_rank
-    rank = local // per_rank
-    bg = (local % per_rank) // p.banks_per_group
-    ba = local % p.banks_per_group
+    rank = s.bank[gb, BK_RANK]
+    bg = s.bank[gb, BK_BG]
+    ba = s.bank[gb, BK_BA]
     rk = ch * p.ranks + rank
+    banks_in_channel = p.ranks * p.bankgroups * p.banks_per_group
     _log(ctl, log, clk, cmd, ch, rank, bg, ba, row, col)
     st = s.stats
     if cmd == RD or cmd == RDA:
@@ -719,14 +749,14 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
     if cmd == REF:
         _reset_all_bounds(s, ch)
     else:
-        qb = _queue_of_bank(p, gb)
+        qb = gb - ch * banks_in_channel if p.per_bank_queues else rank
         s.queue[ch, qb, QU_LB] = 0
         if s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QDIRTY] |= 1 << qb
     if _is_rw(cmd):
         n = s.queue[ch, q, QU_LEN]
-        for j in range(k, n - 1):
-            s.queue[ch, q, QU_ITEMS + j] = s.queue[ch, q, QU_ITEMS + j + 1]
+        for j in range(QU_ITEMS + 2 * k, QU_ITEMS + 2 * n - 2):
+            s.queue[ch, q, j] = s.queue[ch, q, j + 2]
         s.queue[ch, q, QU_LEN] = n - 1
         s.chan[ch, CH_CQ_TOTAL] -= 1
         if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
@@ -740,20 +770,6 @@ def _issue_call(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
 
 
 @kernel(inline="always")
-def _required(bank, req, close_page, rid):
-    """The command a queued request needs next, given its bank's state."""
-    gb = req[rid, RQ_BANK]
-    orow = bank[gb, BK_OPEN_ROW]
-    if orow < 0:
-        return ACT
-    if req[rid, RQ_ROW] != orow:
-        return PRE
-    if req[rid, RQ_WRITE]:
-        return WRA if close_page else WR
-    return RDA if close_page else RD
-
-
-@kernel(inline="always")
 def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
@@ -761,17 +777,30 @@ def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks,
     queue could become ready by timing alone; commands that are timing-ready but held
     (precharge arbitration, read-before-write) wait for a queue or bank change instead,
     which resets q_lb. (Hot: it takes only the arrays it reads, since every array passed
-    to a kernel is copied into the call.)
+    to a kernel is copied into the call.) The requests are known by their keys (bank, row,
+    read or write); the request rows are read only for the columns of a possible
+    read-before-write dependency. Items of one queue share channel and rank, so equal
+    (bank group, bank) there means the same global bank.
     """
     n = queue[ch, q, QU_LEN]
     lb = INF
     for k in range(n):
-        rid = queue[ch, q, QU_ITEMS + k]
-        gb = req[rid, RQ_BANK]
-        need = _required(bank, req, close_page, rid)
+        key = queue[ch, q, QU_ITEMS + 2 * k + 1]
+        gb = key >> KEY_BANK_SHIFT
+        row = (key >> 1) & KEY_ROW_MASK
+        # the command the request needs next, given its bank's state
+        orow = bank[gb, BK_OPEN_ROW]
+        if orow < 0:
+            need = ACT
+        elif row != orow:
+            need = PRE
+        elif key & 1:
+            need = WRA if close_page else WR
+        else:
+            need = RDA if close_page else RD
         bt = bank[gb, need]
         if need == ACT:
-            rk = req[rid, RQ_CH] * ranks + req[rid, RQ_RANK]
+            rk = ch * ranks + bank[gb, BK_RANK]
             if rank[rk, RK_FAW_N] >= 4:
                 f = rank[rk, RK_FAW + rank[rk, RK_FAW_HEAD]] + tfaw
                 if f > bt:
@@ -781,23 +810,22 @@ def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks,
                 lb = bt
             continue
         if need == ACT:
-            if bank[gb, BK_PIM_ROW] == req[rid, RQ_ROW]:
+            if bank[gb, BK_PIM_ROW] == row:
                 continue  # the row is open in the PIM buffer: wait for its PIM_PRECHARGE
         elif need == PRE:
             # ArbitratePrecharge: no earlier command to this bank, and either no pending
             # hit on the open row behind it or the row-hit cap reached.
             blocked = False
             for j in range(k):
-                if req[queue[ch, q, QU_ITEMS + j], RQ_BANK] == gb:
+                if queue[ch, q, QU_ITEMS + 2 * j + 1] >> KEY_BANK_SHIFT == gb:
                     blocked = True
                     break
             if blocked:
                 continue
-            orow = bank[gb, BK_OPEN_ROW]
             hits = False
             for j in range(k, n):
-                r2 = queue[ch, q, QU_ITEMS + j]
-                if req[r2, RQ_BANK] == gb and req[r2, RQ_ROW] == orow:
+                k2 = queue[ch, q, QU_ITEMS + 2 * j + 1]
+                if k2 >> KEY_BANK_SHIFT == gb and (k2 >> 1) & KEY_ROW_MASK == orow:
                     hits = True
                     break
             if hits and bank[gb, BK_HITS] < row_hit_cap:
@@ -805,17 +833,13 @@ def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks,
         elif need == WR or need == WRA:
             # HasRWDependency: an earlier read of the same location goes first
             dep = False
+            rkey = key - 1  # a read of the same bank and row
             for j in range(k):
-                r2 = queue[ch, q, QU_ITEMS + j]
-                if (
-                    req[r2, RQ_WRITE] == 0
-                    and req[r2, RQ_ROW] == req[rid, RQ_ROW]
-                    and req[r2, RQ_COL] == req[rid, RQ_COL]
-                    and req[r2, RQ_BA] == req[rid, RQ_BA]
-                    and req[r2, RQ_BG] == req[rid, RQ_BG]
-                ):
-                    dep = True
-                    break
+                if queue[ch, q, QU_ITEMS + 2 * j + 1] == rkey:
+                    r2 = queue[ch, q, QU_ITEMS + 2 * j]
+                    if req[r2, RQ_COL] == req[queue[ch, q, QU_ITEMS + 2 * k], RQ_COL]:
+                        dep = True
+                        break
             if dep:
                 continue
         return need, k
@@ -836,15 +860,6 @@ def _queue_in_ref(p, s, ch, q):
     if p.per_bank_queues:
         return q // (p.bankgroups * p.banks_per_group) == s.chan[ch, CH_REF_RANK]
     return q == s.chan[ch, CH_REF_RANK]
-
-
-@kernel(inline="always")
-def _queue_of_bank(p, gb):
-    per_channel = p.ranks * p.bankgroups * p.banks_per_group
-    local = gb % per_channel
-    if p.per_bank_queues:
-        return local
-    return local // (p.bankgroups * p.banks_per_group)
 
 
 @kernel(inline="always")
@@ -953,21 +968,25 @@ def _move_one(p, s, b, ch, writes):
     whose command queue has room. A write with a pending read of its address stops there."""
     n = s.chan[ch, CH_WB_LEN] if writes else s.chan[ch, CH_RQ_LEN]
     for i in range(n):
-        rid = s.tq[ch, writes, i]
-        q = b.req[rid, RQ_QUEUE]
+        q = s.tq[ch, writes, 2 * i + 1]
         if s.queue[ch, q, QU_LEN] >= p.cmd_queue_size:
             continue
+        rid = s.tq[ch, writes, 2 * i]
         if writes:
             if ht_get(s.rkeys, s.rvals, b.req[rid, RQ_ADDR]) >= 0:
                 return MOVED_STOPPED
             s.chan[ch, CH_DRAINING] -= 1
-        for j in range(i, n - 1):
-            s.tq[ch, writes, j] = s.tq[ch, writes, j + 1]
+        for j in range(2 * i, 2 * n - 2):
+            s.tq[ch, writes, j] = s.tq[ch, writes, j + 2]
         if writes:
             s.chan[ch, CH_WB_LEN] = n - 1
         else:
             s.chan[ch, CH_RQ_LEN] = n - 1
-        s.queue[ch, q, QU_ITEMS + s.queue[ch, q, QU_LEN]] = rid
+        at = QU_ITEMS + 2 * s.queue[ch, q, QU_LEN]
+        s.queue[ch, q, at] = rid
+        s.queue[ch, q, at + 1] = (
+            (b.req[rid, RQ_BANK] << KEY_BANK_SHIFT) | (b.req[rid, RQ_ROW] << 1) | b.req[rid, RQ_WRITE]
+        )
         s.queue[ch, q, QU_LEN] += 1
         s.chan[ch, CH_CQ_TOTAL] += 1
         s.queue[ch, q, QU_LB] = 0
@@ -1246,7 +1265,7 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
     if cmd < 0 and (p.pim_dual or s.chan[ch, CH_PIM_MODE] == 0):
         cmd, q, k = _command_to_issue(p, s, b, ch, clk)
         if cmd >= 0:
-            rid = s.queue[ch, q, QU_ITEMS + k]
+            rid = s.queue[ch, q, QU_ITEMS + 2 * k]
             if cmd == PRE:
                 s.stats[ch, S_ONDEMAND_PRE] += 1
             gb = b.req[rid, RQ_BANK]
@@ -1267,7 +1286,7 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
             cmd, q, k = _command_to_issue(p, s, b, ch, clk)
             if cmd < 0 or _is_rw(cmd) == first_rw:
                 break
-            rid = s.queue[ch, q, QU_ITEMS + k]
+            rid = s.queue[ch, q, QU_ITEMS + 2 * k]
             if cmd == PRE:
                 s.stats[ch, S_ONDEMAND_PRE] += 1
             gb = b.req[rid, RQ_BANK]
@@ -1326,7 +1345,8 @@ def _try_add(p, s, b, nt, ctl, rid, at):
         b.req[rid, RQ_ADDED] = at
         if ht_get(s.wkeys, s.wvals, a) < 0:
             ht_put(s.wkeys, s.wvals, a, rid)
-            s.tq[ch, 1, s.chan[ch, CH_WB_LEN]] = rid
+            s.tq[ch, 1, 2 * s.chan[ch, CH_WB_LEN]] = rid
+            s.tq[ch, 1, 2 * s.chan[ch, CH_WB_LEN] + 1] = b.req[rid, RQ_QUEUE]
             s.chan[ch, CH_WB_LEN] += 1
             ctl[C_PENDING_WRITES] += 1
         else:
@@ -1354,7 +1374,8 @@ def _try_add(p, s, b, nt, ctl, rid, at):
         b.req[head, RQ_DUP] = rid
     else:
         ht_put(s.rkeys, s.rvals, a, rid)
-        s.tq[ch, 0, s.chan[ch, CH_RQ_LEN]] = rid
+        s.tq[ch, 0, 2 * s.chan[ch, CH_RQ_LEN]] = rid
+        s.tq[ch, 0, 2 * s.chan[ch, CH_RQ_LEN] + 1] = b.req[rid, RQ_QUEUE]
         s.chan[ch, CH_RQ_LEN] += 1
     return True
 
