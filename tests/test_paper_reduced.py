@@ -9,6 +9,7 @@ import csv
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from neupims_py.errors import UserError
 from neupims_py.experiments.steady_state import (ABLATION_SYSTEMS, FIG12_SYSTEMS, Lengths,
                                                  assign_channels, batch_entries, steady_state_kv)
+from neupims_py.serving.kv_placement import mha_estimate
 
 PAPER = Path(__file__).resolve().parents[1] / "bench" / "paper"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,11 +30,39 @@ def test_round_robin_channels():
     assert assign_channels([5, 9, 1, 4, 4], 3, "round-robin").tolist() == [0, 1, 2, 0, 1]
 
 
+# A small KV layout for min-load's estimate: e = 8 (2 heads of head_dim 4), 8 elements per
+# row, 4 banks. NeuPIMs' estimate (Scheduler::estimate_mha_latency, GWRITE 100, GEMV 184) at
+# n cached tokens: logits, ceil(8/8) = 1 query chunk: 100 + ceil(n/4) * 184; attend,
+# ceil(n/8) logit chunks per head, 2 heads: 2 ceil(n/8) * (100 + ceil(4/4) * 184).
+TINY_KV = SimpleNamespace(e=8, head_dim=4, L=SimpleNamespace(elems_per_row=8, banks=4))
+
+
+def _hand_estimate(n: int) -> int:
+    return 100 + -(-n // 4) * 184 + 2 * -(-n // 8) * 284
+
+
+def test_min_load_estimate_by_hand():
+    assert [_hand_estimate(n) for n in (1, 4, 8, 16)] == [852, 852, 1036, 1972]
+    assert [_hand_estimate(n) for n in (1, 4, 8, 16)] == [
+        mha_estimate(n, 8, 4, 8, 4) for n in (1, 4, 8, 16)]
+
+
 def test_min_load_channels_by_hand():
-    # loads (c0, c1): 10->c0 (10,0); 5->c1 (10,5); 1->c1 (10,6); 7->c1 (10,13); 3->c0 (13,13)
-    assert assign_channels([10, 5, 1, 7, 3], 2, "min-load").tolist() == [0, 1, 1, 1, 0]
+    # estimates: 16 -> 1972, 1 -> 852, 4 -> 852, 8 -> 1036. Loads (c0, c1):
+    # 16->c0 (1972, 0); 1->c1 (1972, 852); 1->c1 (1972, 1704); 1->c1 (1972, 2556);
+    # 4->c0 (2824, 2556); 8->c1 (2824, 3592)
+    assert assign_channels([16, 1, 1, 1, 4, 8], 2, "min-load", TINY_KV).tolist() == [0, 1, 1, 1, 0, 1]
+    # balancing KV tokens instead would have put the 4 on c1 too (16 against 3): the fixed
+    # part per request keeps short requests from piling onto one channel
+    # ties go to the lowest channel: 1->c0 (852, 0); 4->c1 (852, 852); 2->c0 (tie)
+    assert assign_channels([1, 4, 2], 2, "min-load", TINY_KV).tolist() == [0, 1, 0]
     # no more requests than channels: one each, in order, like round-robin
-    assert assign_channels([50, 1, 7], 4, "min-load").tolist() == [0, 1, 2]
+    assert assign_channels([50, 1, 7], 4, "min-load", TINY_KV).tolist() == [0, 1, 2]
+
+
+def test_min_load_needs_the_kv_layout():
+    with pytest.raises(ValueError, match="KV layout"):
+        assign_channels([1, 2], 2, "min-load")
 
 
 def test_unknown_channel_policy_is_a_user_error():

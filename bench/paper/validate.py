@@ -4,6 +4,8 @@ first layers simulated and the steady one repeated) on a few steady-state batche
 
     python bench/paper/validate.py             # GPT3-7B, ShareGPT and Alpaca-like, 64 and 256
     python bench/paper/validate.py --quick     # GPT3-7B with tp=32, ShareGPT, 32
+    python bench/paper/validate.py --systems neupims   # only NeuPIMs' rows; the others of
+                                                       # an existing validate.csv are kept
 
 Writes validate.csv into --out (default: bench/paper/).
 """
@@ -11,6 +13,7 @@ Writes validate.csv into --out (default: bench/paper/).
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import time
 from pathlib import Path
@@ -37,17 +40,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE)
+    names = [s.name for s in FIG12_SYSTEMS]
+    ap.add_argument("--systems", nargs="+", choices=names, default=names,
+                    help="re-run only these; the other systems' rows of --out's validate.csv are kept")
     a = ap.parse_args(argv)
+    kept = []
+    if set(a.systems) != set(names) and (a.out / "validate.csv").exists():
+        with open(a.out / "validate.csv", newline="") as f:
+            kept = [r for r in csv.DictReader(f) if r["system"] not in a.systems]
     rows = []
     costs = {}
     for spec, data, batch in QUICK if a.quick else FULL:
         model = model_from_spec(spec)
         kv = steady_state_kv(dataset(data), batch, BATCH_SEED, MAX_CONTEXT)
-        for s in FIG12_SYSTEMS:
+        for s in [s for s in FIG12_SYSTEMS if s.name in a.systems]:
             hw = load_hw(PRESET, s.overrides)
-            entries = batch_entries(kv, assign_channels(kv, hw.memory.geometry.channels, s.channel_policy))
             t = time.process_time()
             cost = costs.setdefault((spec, s.overrides), ReuseCost(hw, model))
+            entries = batch_entries(kv, assign_channels(kv, hw.memory.geometry.channels, s.channel_policy,
+                                                        cost.sim.kv))
             reuse = cost.iteration_cycles(entries).cycles
             t1 = time.process_time()
             sim = IterationSimulator(hw, model).simulate(entries).cycles
@@ -57,7 +68,10 @@ def main(argv=None) -> int:
                          "reuse_cpu_s": t1 - t, "simulator_cpu_s": t2 - t1})
             print(f"{spec} {data} {batch} {s.name}: reuse {reuse:,}, simulator {sim:,} "
                   f"({reuse / sim - 1:+.2%}); CPU {t1 - t:.1f} s / {t2 - t1:.1f} s", flush=True)
-            write_atomic(a.out / "validate.csv", csv_text(rows, FIELDS))
+            rank = {n: i for i, n in enumerate(names)}
+            done = sorted(kept + rows, key=lambda r: (r["model"], r["dataset"] != "sharegpt", int(r["batch"]),
+                                                      rank[r["system"]]))
+            write_atomic(a.out / "validate.csv", csv_text(done, FIELDS))
     return 0
 
 

@@ -11,8 +11,13 @@ tokens over that time.
   with probability proportional to their decode steps, then the step uniformly. At decode
   step s (1 .. output - 1) a request's one new token attends over prompt + s - 1 cached ones.
 - Channels: `round-robin` (request i on channel i mod C) or `min-load` (each request in turn
-  on the channel with the least summed KV length so far, ties to the lowest: the serving
-  loop's policy of the same name, `serving/kv_placement.py`, on the batch's lengths).
+  on the channel with the least estimated attention work so far, ties to the lowest: the
+  serving loop's policy of the same name, `serving/kv_placement.py`, on the batch's
+  lengths). The work is NeuPIMs' own estimate, `kv_placement.mha_estimate` (the artifact's
+  Scheduler::estimate_mha_latency), summed over a channel's requests at their KV lengths,
+  with the dimensions of the simulator's KV layout (heads per shard x head_dim, row
+  elements, banks per channel); it has a fixed part per request, so short requests are not
+  all piled onto one channel.
 
 `measure` costs one iteration with a serving cost model (`ReuseCost`: memoised cycle-level
 pieces; `ExactCost`: the whole iteration on the engine) and reports throughput and the
@@ -29,7 +34,9 @@ import numpy as np
 
 from neupims_py.compiler.cli import MODE_OVERRIDES
 from neupims_py.compiler.iteration import BatchEntry
+from neupims_py.compiler.layout import KvLayout
 from neupims_py.errors import UserError
+from neupims_py.serving.kv_placement import mha_estimate
 from neupims_py.workload.lengths import LengthDist
 from neupims_py.workload.trace_file import load_trace
 
@@ -79,19 +86,22 @@ def steady_state_kv(lengths: Lengths, n: int, seed: int, max_context: int) -> np
     return lengths.prompt[idx] + step - 1
 
 
-def assign_channels(kv_lens, channels: int, policy: str) -> np.ndarray:
-    """Channel of each request (see the module docstring)."""
+def assign_channels(kv_lens, channels: int, policy: str, kv: KvLayout | None = None) -> np.ndarray:
+    """Channel of each request (see the module docstring). `min-load` needs `kv`, the
+    simulator's KV layout (`IterationSimulator.kv`), for the dimensions of its estimate."""
     kv_lens = np.asarray(kv_lens, np.int64)
     if policy == "round-robin":
         return np.arange(len(kv_lens), dtype=np.int64) % channels
     if policy != "min-load":
         raise UserError(f"unknown channel policy {policy!r}; valid: {', '.join(CHANNEL_POLICIES)}")
-    load = np.zeros(channels, np.int64)
+    if kv is None:
+        raise ValueError("min-load channel assignment needs the KV layout (kv=sim.kv)")
+    load = [0] * channels
     out = np.empty(len(kv_lens), np.int64)
-    for i, kv in enumerate(kv_lens):
-        c = int(np.argmin(load))  # first minimum: ties go to the lowest channel
+    for i, n in enumerate(kv_lens):
+        c = min(range(channels), key=lambda ch: (load[ch], ch))  # ties go to the lowest channel
         out[i] = c
-        load[c] += kv
+        load[c] += mha_estimate(int(n), kv.e, kv.head_dim, kv.L.elems_per_row, kv.L.banks)
     return out
 
 
@@ -131,7 +141,7 @@ ABLATION_SYSTEMS = (
 def measure(cost, hw, kv_lens, channel_policy: str) -> dict:
     """One decode iteration of the batch under `cost` (a serving CostModel for `hw`):
     cycles, tokens per second and utilizations (module docstring)."""
-    channels = assign_channels(kv_lens, hw.memory.geometry.channels, channel_policy)
+    channels = assign_channels(kv_lens, hw.memory.geometry.channels, channel_policy, cost.sim.kv)
     entries = batch_entries(kv_lens, channels)
     r = cost.iteration_cycles(entries)
     seconds = r.cycles / (hw.npu.clock_mhz * 1e6)
