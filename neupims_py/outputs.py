@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from neupims_py.errors import UserError
@@ -49,3 +51,37 @@ def write_json(path: Path, report: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class ProgressLine:
+    """A one-line progress report on stderr: rewritten in place at most every half second on
+    a terminal, a new line every 10 s otherwise. Subclasses format the line and call
+    `show(line)` when `due()`."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = time.perf_counter()
+        self.last = -1e9
+        self.shown = False
+
+    def due(self, force: bool = False) -> bool:
+        t = time.perf_counter()
+        if not force and t - self.last < (0.5 if self.tty else 10.0):
+            return False
+        self.last = t
+        return True
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def show(self, line: str) -> None:
+        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+

@@ -46,6 +46,7 @@ from neupims_py.cluster.link import Link
 from neupims_py.cluster.routing import make_router
 from neupims_py.errors import UserError
 from neupims_py.serving.cost_model import ExactCost, ReuseCost
+from neupims_py.serving.orchestrator import next_turns, request_states
 from neupims_py.serving.request_state import FINISHED, REJECTED, RequestState
 
 
@@ -136,14 +137,8 @@ class Cluster:
         if self._ran:
             raise RuntimeError("a Cluster serves one trace; build a new one for another")
         self._ran = True
-        reqs = [
-            RequestState(index=i, id=int(r["id"]), session=int(r["session_id"]), turn=int(r["turn"]),
-                         arrival_ns=int(r["arrival_ns"]), think_ns=int(r["think_time_ns"]),
-                         context=int(r["history_tokens"]) + int(r["prompt_tokens"]),
-                         output=int(r["output_tokens"]))
-            for i, r in enumerate(rows)
-        ]
-        next_turn = _next_turns(reqs)
+        reqs = request_states(rows)
+        next_turn = next_turns(reqs)
         arrivals: list[tuple[int, int]] = []
         for r in reqs:
             if r.turn <= 0:
@@ -334,16 +329,3 @@ class Cluster:
         if done != len(reqs):  # pragma: no cover - every path ends each request
             raise UserError(f"internal: {len(reqs) - done} requests never ended")
         return ClusterResult(reqs, self.devices, served_by, legs, transfers, links, now)
-
-
-def _next_turns(reqs: list[RequestState]) -> dict[int, int]:
-    """Row index of each turn -> row index of the same session's next turn."""
-    last: dict[int, int] = {}
-    nxt: dict[int, int] = {}
-    for r in reqs:
-        if r.session < 0:
-            continue
-        if r.session in last:
-            nxt[last[r.session]] = r.index
-        last[r.session] = r.index
-    return nxt

@@ -98,14 +98,8 @@ class Orchestrator:
         return int(math.ceil(ns * self.cycles_per_ns - 1e-9))
 
     def run(self, rows: np.ndarray, progress: Callable | None = None) -> ServingResult:
-        reqs = [
-            RequestState(index=i, id=int(r["id"]), session=int(r["session_id"]), turn=int(r["turn"]),
-                         arrival_ns=int(r["arrival_ns"]), think_ns=int(r["think_time_ns"]),
-                         context=int(r["history_tokens"]) + int(r["prompt_tokens"]),
-                         output=int(r["output_tokens"]))
-            for i, r in enumerate(rows)
-        ]
-        next_turn = _next_turns(reqs)
+        reqs = request_states(rows)
+        next_turn = next_turns(reqs)
         heap: list[tuple[int, int]] = []
         for r in reqs:
             if r.turn <= 0:
@@ -247,7 +241,18 @@ class Orchestrator:
         )
 
 
-def _next_turns(reqs: list[RequestState]) -> dict[int, int]:
+def request_states(rows) -> list[RequestState]:
+    """One RequestState per trace row (the trace.h5 request table), in row order."""
+    return [
+        RequestState(index=i, id=int(r["id"]), session=int(r["session_id"]), turn=int(r["turn"]),
+                     arrival_ns=int(r["arrival_ns"]), think_ns=int(r["think_time_ns"]),
+                     context=int(r["history_tokens"]) + int(r["prompt_tokens"]),
+                     output=int(r["output_tokens"]))
+        for i, r in enumerate(rows)
+    ]
+
+
+def next_turns(reqs: list[RequestState]) -> dict[int, int]:
     """Row index of each turn -> row index of the same session's next turn."""
     last: dict[int, int] = {}
     nxt: dict[int, int] = {}

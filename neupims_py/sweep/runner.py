@@ -27,9 +27,7 @@ import json
 import multiprocessing
 import os
 import secrets
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
@@ -37,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neupims_py.errors import UserError
+from neupims_py.outputs import ProgressLine
 from neupims_py.sweep.spec import Sweep, point_key, run_argv
 
 POINTS_DIR = "points"
@@ -276,30 +275,11 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-class Progress:
-    """`points 3/12 done, 1 failed, 40 s` on stderr: rewritten in place on a terminal, a
-    line every 10 s otherwise (as `run`'s progress line)."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.start = time.perf_counter()
-        self.last = -1e9
-        self.shown = False
+class Progress(ProgressLine):
+    """`[####....] points 3/12 run, 1 failed, 40 s` on stderr (as `run`'s progress line)."""
 
     def __call__(self, done: int, total: int, failed: int) -> None:
-        t = time.perf_counter()
-        if done < total and t - self.last < (0.5 if self.tty else 10.0):
-            return
-        self.last = t
-        width = 20
-        bar = "#" * (width * done // total) + "." * (width - width * done // total)
-        line = f"[{bar}] points {done}/{total} run, {failed} failed, {t - self.start:.0f} s"
-        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
-        self.stream.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.due(force=done >= total):
+            width = 20
+            bar = "#" * (width * done // total) + "." * (width - width * done // total)
+            self.show(f"[{bar}] points {done}/{total} run, {failed} failed, {self.elapsed():.0f} s")
