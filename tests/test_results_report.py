@@ -116,6 +116,10 @@ def test_report_errors(tmp_path, capsys, monkeypatch):
     assert main(["report", str(d)]) == 2
     assert "has no 'units'" in capsys.readouterr().err
     assert not (d / "plots").exists()
+    (d / "summary.json").write_text('{"pools": {}}')  # a cluster run's summary
+    assert main(["report", str(d)]) == 2
+    assert "holds a cluster run" in capsys.readouterr().err
+    assert not (d / "plots").exists()
     # matplotlib is optional: a clear message, no traceback
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(UserError, match=r"pip install 'neupims-py\[plot\]'"):

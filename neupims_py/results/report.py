@@ -95,6 +95,10 @@ class RunData:
             self.summary = json.loads((d / "summary.json").read_text())
         except json.JSONDecodeError as exc:
             raise UserError(f"{d / 'summary.json'}: not JSON ({exc})") from None
+        if "pools" in self.summary:
+            raise UserError(f"{d} holds a cluster run (several devices, its iterations.csv mixes "
+                            "them); report draws one device's run: run a pool's preset alone "
+                            "with `neupims-sim run` to plot it", field="RUN_DIR")
         units = self.summary.get("units")
         if not isinstance(units, dict) or not {"clock_mhz", "systolic_arrays", "channels"} <= set(units):
             raise UserError(f"{d / 'summary.json'} has no 'units' (clock, arrays, channels); it was "
