@@ -139,18 +139,7 @@ class Device(Orchestrator):
     def never_fits_decode(self, r) -> str:
         """Why a prefilled request can never decode here (as `_never_fits`, without the
         prompt limits: the prompt is not prefilled here)."""
-        lim = self.limits
-        if r.reserved > lim.max_request_tokens:
-            return (f"history + prompt + output {r.reserved} tokens > max_request_tokens "
-                    f"{lim.max_request_tokens} of the decode devices")
-        if not self.placement.fits_empty_channel(r.reserved):
-            return (f"history + prompt + output {r.reserved} tokens need "
-                    f"{self.placement.rows_for(r.reserved)} KV rows per bank, a decode device's "
-                    f"channel has {self.placement.rows_per_channel}")
-        if r.reserved > lim.max_total_tokens:
-            return (f"history + prompt + output {r.reserved} tokens > max_total_tokens "
-                    f"{lim.max_total_tokens} of the decode devices")
-        return ""
+        return self._never_holds(r, " of the decode devices")
 
     # ------------------------------------------------------------------ steps
     def submit(self, r, at: int) -> str:

@@ -211,17 +211,23 @@ class Orchestrator:
             return "no prompt tokens to prefill"
         if lim.max_prompt_tokens and r.context > lim.max_prompt_tokens:
             return f"history + prompt {r.context} tokens > max_prompt_tokens {lim.max_prompt_tokens}"
+        return self._never_holds(r) or self.scheduler.reject_reason(r) or ""
+
+    def _never_holds(self, r: RequestState, where: str = "") -> str:
+        """Why this device can never hold `r`'s whole KV cache (history + prompt + output),
+        or ''; `where` names the device in the message (" of the decode devices")."""
+        lim = self.limits
         if r.reserved > lim.max_request_tokens:
             return (f"history + prompt + output {r.reserved} tokens > max_request_tokens "
-                    f"{lim.max_request_tokens}")
+                    f"{lim.max_request_tokens}{where}")
         if not self.placement.fits_empty_channel(r.reserved):
             return (f"history + prompt + output {r.reserved} tokens need "
-                    f"{self.placement.rows_for(r.reserved)} KV rows per bank, a channel has "
-                    f"{self.placement.rows_per_channel}")
+                    f"{self.placement.rows_for(r.reserved)} KV rows per bank, a channel{where} "
+                    f"has {self.placement.rows_per_channel}")
         if r.reserved > lim.max_total_tokens:
             return (f"history + prompt + output {r.reserved} tokens > max_total_tokens "
-                    f"{lim.max_total_tokens}")
-        return self.scheduler.reject_reason(r) or ""
+                    f"{lim.max_total_tokens}{where}")
+        return ""
 
     def _record(self, index, start, cost, batch, entries, energy) -> tuple:
         """The iterations.csv row; called before the batch's progress is applied."""
