@@ -180,9 +180,11 @@ RK_COLS = RK_FAW + 4
 ) = range(17)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 
-QU_LEN, QU_LB, QU_ITEMS = 0, 1, 2  # queue[ch, q, :]: length, ready bound, then the items
-# Item k of a command queue is the pair queue[ch, q, QU_ITEMS + 2k] = request id and
-# queue[ch, q, QU_ITEMS + 2k + 1] = its key: (global bank << KEY_BANK_SHIFT) | (row << 1) |
+QU_LEN, QU_LB, QU_HEAD, QU_ITEMS = 0, 1, 2, 3  # queue[ch, q, :]: length, ready bound, head
+# offset, then room for twice the queue's capacity of items (a window that slides on as the
+# front is served, compacted when it reaches the end: taking the first item moves nothing).
+# Item k of a command queue is the pair queue[ch, q, QU_ITEMS + 2 (head + k)] = request id
+# and the next word = its key: (global bank << KEY_BANK_SHIFT) | (row << 1) |
 # is_write, so the FR-FCFS search reads one short contiguous row instead of a request row
 # (136 bytes, scattered over the batch) per queued request.
 KEY_BANK_SHIFT = 32
@@ -383,7 +385,7 @@ def new_state(p: DramParams) -> DramState:
         bank=bank,
         rank=np.zeros((nch * nr, RK_COLS), np.int64),
         chan=chan,
-        queue=np.zeros((nch, nq, QU_ITEMS + 2 * p.cmd_queue_size), np.int64),
+        queue=np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64),
         tq=np.zeros((nch, 2, 2 * max(p.trans_queue_size, p.write_buffer_size)), np.int64),
         rkeys=rkeys,
         rvals=rvals,
@@ -755,8 +757,18 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
             s.chan[ch, CH_QDIRTY] |= 1 << qb
     if _is_rw(cmd):
         n = s.queue[ch, q, QU_LEN]
-        for j in range(QU_ITEMS + 2 * k, QU_ITEMS + 2 * n - 2):
-            s.queue[ch, q, j] = s.queue[ch, q, j + 2]
+        h = s.queue[ch, q, QU_HEAD]
+        base = QU_ITEMS + 2 * h
+        if n == 1:
+            s.queue[ch, q, QU_HEAD] = 0
+        elif 2 * k < n:
+            # the items before k move one place back, the window starts one later
+            for j in range(base + 2 * k - 1, base - 1, -1):
+                s.queue[ch, q, j + 2] = s.queue[ch, q, j]
+            s.queue[ch, q, QU_HEAD] = h + 1
+        else:
+            for j in range(base + 2 * k, base + 2 * n - 2):
+                s.queue[ch, q, j] = s.queue[ch, q, j + 2]
         s.queue[ch, q, QU_LEN] = n - 1
         s.chan[ch, CH_CQ_TOTAL] -= 1
         if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
@@ -770,22 +782,26 @@ def _issue_call(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
 
 
 @kernel(inline="always")
-def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap):
+def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
-    When nothing is ready it records in q_lb the earliest cycle at which a command of the
-    queue could become ready by timing alone; commands that are timing-ready but held
-    (precharge arbitration, read-before-write) wait for a queue or bank change instead,
-    which resets q_lb. (Hot: it takes only the arrays it reads, since every array passed
-    to a kernel is copied into the call.) The requests are known by their keys (bank, row,
-    read or write); the request rows are read only for the columns of a possible
-    read-before-write dependency. Items of one queue share channel and rank, so equal
-    (bank group, bank) there means the same global bank.
+    When nothing is ready it records in q_lb a cycle before which no command of the queue
+    can become ready by timing alone (at most the earliest such cycle); commands that are
+    timing-ready but held (precharge arbitration, read-before-write) wait for a queue or
+    bank change instead, which resets q_lb. (Hot: it takes only the arrays it reads, since
+    every array passed to a kernel is copied into the call.) The requests are known by their
+    keys (bank, row, read or write); the request rows are read only for the columns of a
+    possible read-before-write dependency. Items of one queue share channel and rank, so
+    equal (bank group, bank) there means the same global bank.
     """
     n = queue[ch, q, QU_LEN]
+    base = QU_ITEMS + 2 * queue[ch, q, QU_HEAD]
+    if per_bank:
+        return _first_ready_one_bank(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw,
+                                     row_hit_cap, n, base)
     lb = INF
     for k in range(n):
-        key = queue[ch, q, QU_ITEMS + 2 * k + 1]
+        key = queue[ch, q, base + 2 * k + 1]
         gb = key >> KEY_BANK_SHIFT
         row = (key >> 1) & KEY_ROW_MASK
         # the command the request needs next, given its bank's state
@@ -817,40 +833,107 @@ def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks,
             # hit on the open row behind it or the row-hit cap reached.
             blocked = False
             for j in range(k):
-                if queue[ch, q, QU_ITEMS + 2 * j + 1] >> KEY_BANK_SHIFT == gb:
+                if queue[ch, q, base + 2 * j + 1] >> KEY_BANK_SHIFT == gb:
                     blocked = True
                     break
             if blocked:
                 continue
             hits = False
             for j in range(k, n):
-                k2 = queue[ch, q, QU_ITEMS + 2 * j + 1]
+                k2 = queue[ch, q, base + 2 * j + 1]
                 if k2 >> KEY_BANK_SHIFT == gb and (k2 >> 1) & KEY_ROW_MASK == orow:
                     hits = True
                     break
             if hits and bank[gb, BK_HITS] < row_hit_cap:
                 continue
         elif need == WR or need == WRA:
-            # HasRWDependency: an earlier read of the same location goes first
-            dep = False
-            rkey = key - 1  # a read of the same bank and row
-            for j in range(k):
-                if queue[ch, q, QU_ITEMS + 2 * j + 1] == rkey:
-                    r2 = queue[ch, q, QU_ITEMS + 2 * j]
-                    if req[r2, RQ_COL] == req[queue[ch, q, QU_ITEMS + 2 * k], RQ_COL]:
-                        dep = True
-                        break
-            if dep:
+            if _rw_dependency(queue, req, ch, q, base, k, key):
                 continue
         return need, k
     queue[ch, q, QU_LB] = lb
     return -1, -1
 
 
+@kernel(inline="always")
+def _rw_dependency(queue, req, ch, q, base, k, key):
+    """HasRWDependency: an earlier read of the same location (bank, row, column) goes first."""
+    rkey = key - 1  # a read of the same bank and row
+    for j in range(k):
+        if queue[ch, q, base + 2 * j + 1] == rkey:
+            r2 = queue[ch, q, base + 2 * j]
+            if req[r2, RQ_COL] == req[queue[ch, q, base + 2 * k], RQ_COL]:
+                return True
+    return False
+
+
+@kernel(inline="always")
+def _first_ready_one_bank(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
+    """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
+    needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
+    A miss behind the first item is always held (ArbitratePrecharge: an earlier command to
+    its bank), so only hits are searched past the first item, and only when their timing
+    is met: a queue waiting on timing costs O(1)."""
+    key0 = queue[ch, q, base + 1]
+    gb = key0 >> KEY_BANK_SHIFT
+    orow = bank[gb, BK_OPEN_ROW]
+    if orow < 0:
+        bt = bank[gb, ACT]
+        rk = ch * ranks + bank[gb, BK_RANK]
+        if rank[rk, RK_FAW_N] >= 4:
+            f = rank[rk, RK_FAW + rank[rk, RK_FAW_HEAD]] + tfaw
+            if f > bt:
+                bt = f
+        if clk < bt:
+            queue[ch, q, QU_LB] = bt
+            return -1, -1
+        prow = bank[gb, BK_PIM_ROW]
+        for k in range(n):
+            if (queue[ch, q, base + 2 * k + 1] >> 1) & KEY_ROW_MASK != prow:
+                return ACT, k
+        queue[ch, q, QU_LB] = INF  # rows open in the PIM buffer: wait for PIM_PRECHARGE
+        return -1, -1
+    rd = RDA if close_page else RD
+    wr = WRA if close_page else WR
+    t_pre = bank[gb, PRE]
+    t_rd = bank[gb, rd]
+    t_wr = bank[gb, wr]
+    if (key0 >> 1) & KEY_ROW_MASK != orow and clk >= t_pre:
+        # the first item's precharge, unless hits on the open row come first (row-hit cap)
+        hits = False
+        for j in range(n):
+            if (queue[ch, q, base + 2 * j + 1] >> 1) & KEY_ROW_MASK == orow:
+                hits = True
+                break
+        if not hits or bank[gb, BK_HITS] >= row_hit_cap:
+            return PRE, 0
+    rd_ok = clk >= t_rd
+    wr_ok = clk >= t_wr
+    if rd_ok or wr_ok:
+        for k in range(n):
+            key = queue[ch, q, base + 2 * k + 1]
+            if (key >> 1) & KEY_ROW_MASK != orow:
+                continue
+            if key & 1:
+                if wr_ok and not _rw_dependency(queue, req, ch, q, base, k, key):
+                    return wr, k
+            elif rd_ok:
+                return rd, k
+    # nothing ready: the least of the three cycles still to come bounds every item's
+    lb = INF
+    if not rd_ok:
+        lb = t_rd
+    if not wr_ok and t_wr < lb:
+        lb = t_wr
+    if clk < t_pre and t_pre < lb:
+        lb = t_pre
+    queue[ch, q, QU_LB] = lb
+    return -1, -1
+
+
 @kernel
-def _first_ready_call(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap):
+def _first_ready_call(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """_first_ready_in_queue as a call, for the rare channels with over MASK_QUEUES queues."""
-    return _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap)
+    return _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
 
 
 @kernel(inline="always")
@@ -863,7 +946,7 @@ def _queue_in_ref(p, s, ch, q):
 
 
 @kernel(inline="always")
-def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q):
+def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
     """DRAMsim3 GetCommandToIssue: round-robin over the command queues; (cmd, queue, pos).
 
     per_rank_q: command queues per rank (the queues a refresh of that rank skips).
@@ -883,7 +966,7 @@ def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw,
                 continue
             if in_ref != 0 and q // per_rank_q == ref_rank:
                 continue
-            need, k = _first_ready_call(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap)
+            need, k = _first_ready_call(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 return need, q, k
@@ -910,7 +993,7 @@ def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw,
                 if lbq < least:
                     least = lbq
                 continue
-            need, k = _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap)
+            need, k = _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 if least < chan[ch, CH_MINLB]:
@@ -931,7 +1014,7 @@ def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw,
 def _command_to_issue(p, s, b, ch, clk):
     per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
     return _scan_queues(s.bank, s.rank, s.chan, s.queue, b.req, ch, clk, p.close_page, p.ranks,
-                        p.tFAW, p.row_hit_cap, per_rank_q)
+                        p.tFAW, p.row_hit_cap, per_rank_q, p.per_bank_queues)
 
 
 @kernel(inline="always")
@@ -982,7 +1065,15 @@ def _move_one(p, s, b, ch, writes):
             s.chan[ch, CH_WB_LEN] = n - 1
         else:
             s.chan[ch, CH_RQ_LEN] = n - 1
-        at = QU_ITEMS + 2 * s.queue[ch, q, QU_LEN]
+        h = s.queue[ch, q, QU_HEAD]
+        nq_len = s.queue[ch, q, QU_LEN]
+        if 2 * (h + nq_len) + QU_ITEMS >= s.queue.shape[2]:
+            # the window reached the end: move the items to the front
+            for j in range(2 * nq_len):
+                s.queue[ch, q, QU_ITEMS + j] = s.queue[ch, q, QU_ITEMS + 2 * h + j]
+            h = 0
+            s.queue[ch, q, QU_HEAD] = 0
+        at = QU_ITEMS + 2 * (h + nq_len)
         s.queue[ch, q, at] = rid
         s.queue[ch, q, at + 1] = (
             (b.req[rid, RQ_BANK] << KEY_BANK_SHIFT) | (b.req[rid, RQ_ROW] << 1) | b.req[rid, RQ_WRITE]
@@ -1265,7 +1356,7 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
     if cmd < 0 and (p.pim_dual or s.chan[ch, CH_PIM_MODE] == 0):
         cmd, q, k = _command_to_issue(p, s, b, ch, clk)
         if cmd >= 0:
-            rid = s.queue[ch, q, QU_ITEMS + 2 * k]
+            rid = s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k)]
             if cmd == PRE:
                 s.stats[ch, S_ONDEMAND_PRE] += 1
             gb = b.req[rid, RQ_BANK]
@@ -1286,7 +1377,7 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
             cmd, q, k = _command_to_issue(p, s, b, ch, clk)
             if cmd < 0 or _is_rw(cmd) == first_rw:
                 break
-            rid = s.queue[ch, q, QU_ITEMS + 2 * k]
+            rid = s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k)]
             if cmd == PRE:
                 s.stats[ch, S_ONDEMAND_PRE] += 1
             gb = b.req[rid, RQ_BANK]
