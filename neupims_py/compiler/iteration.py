@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from neupims_py.compiler import lowering_jit as lj
 from neupims_py.compiler.layout import AddressLayout, KvLayout, RowAllocator
 from neupims_py.compiler.program import Phase, PhaseResult
 from neupims_py.dram.lower import lower_memory
 from neupims_py.engine import dram as eng
 from neupims_py.errors import UserError
-from neupims_py.formats import Cmd, Stat
+from neupims_py.formats import Stat
 from neupims_py.npu import VectorOp, attention_timing, rows_cycles, vector_cycles
 
 
@@ -120,6 +121,22 @@ class IterationSimulator:
         self.npu_one_array = dataclasses.replace(hw.npu, systolic_arrays=1)
         self.max_inject = max_inject or self.mem.geometry.channels
         self.prefix = f"{model.name}"
+        L, pim = self.layout, self.mem.pim
+        f = L.f
+        self._kv_geo = lj.KvGeo(
+            e=self.kv.e, k_chunks=self.kv.k_chunks, v_rows_per_block=self.kv.v_rows_per_block,
+            banks=L.banks, elems_per_row=L.elems_per_row, bursts_per_row=L.bursts_per_row,
+            burst_bytes=L.burst_bytes, bankgroups=L.bankgroups, banks_per_group=L.banks_per_group,
+            ch_shift=f["ch"].shift, ra_shift=f["ra"].shift, bg_shift=f["bg"].shift,
+            ba_shift=f["ba"].shift, ro_shift=f["ro"].shift, co_shift=f["co"].shift,
+        )
+        self._pim_geo = lj.PimGeo(
+            heads=model.heads_per_shard, head_dim=model.head_dim, k_chunks=self.kv.k_chunks,
+            heads_per_row=self.kv.heads_per_row, v_rows_per_block=self.kv.v_rows_per_block,
+            banks=L.banks, elems_per_row=L.elems_per_row,
+            multipliers=pim.multipliers_per_bank, min_k=pim.comps_readres_min_k, ranks=L.ranks,
+            bankgroups=L.bankgroups, tfaw=self.mem.timing.tFAW,
+        )
 
     # ---------------------------------------------------------------- KV placement
     def ensure_kv(self, e: BatchEntry, capacity: int | None = None) -> int:
@@ -169,36 +186,42 @@ class IterationSimulator:
         )
 
     def _kv_token_bursts(self, e: BatchEntry, tokens: range) -> np.ndarray:
-        """Burst addresses of the K and V of `tokens` of request e (all its rows)."""
-        L, kv = self.layout, self.kv
-        base = self.ensure_kv(e)
-        k_rows = self.k_region_rows(e.req)
-        out = []
-        t = np.arange(tokens.start, tokens.stop, dtype=np.int64)
-        if t.size == 0:
-            return np.zeros(0, np.int64)
-        # K: token t -> bank t % banks, rows k_row(t // banks, chunk), every burst of the row
-        per_row = L.bursts_per_row
-        for c in range(kv.k_chunks):
-            cols_used = min(per_row, _ceil(min(L.elems_per_row, kv.e - c * L.elems_per_row) * 2, L.burst_bytes))
-            rows = base + (t // L.banks) * kv.k_chunks + c
-            bank = t % L.banks
-            col = np.arange(cols_used, dtype=np.int64)
-            out.append(L.compose(e.channel, np.repeat(bank, cols_used), np.repeat(rows, cols_used), np.tile(col, t.size)))
-        # V: dim j -> bank j % banks, row (t // elems_per_row) * v_rows + j // banks, burst
-        # column (t % elems_per_row) // tokens_per_burst: one burst per (dim, token burst)
-        tok_per_burst = L.burst_bytes // 2
-        blocks = np.unique(np.stack([t // L.elems_per_row, (t % L.elems_per_row) // tok_per_burst], 1), axis=0)
-        j = np.arange(kv.e, dtype=np.int64)
-        # all bursts of a (bank, row) together, so a row is opened once per access pass
-        blk = np.repeat(blocks[:, 0], j.size)
-        cb = np.repeat(blocks[:, 1], j.size)
-        jj = np.tile(j, len(blocks))
-        rows = base + k_rows + blk * kv.v_rows_per_block + jj // L.banks
-        bank = jj % L.banks
-        order = np.lexsort((cb, bank, rows))
-        out.append(L.compose(e.channel, bank[order], rows[order], cb[order]))
-        return np.concatenate(out)
+        """Burst addresses of the K and V of `tokens` of request e (all its rows): K chunk
+        by chunk, token by token; V with all bursts of a (bank, row) together, so a row is
+        opened once per access pass (compiler/lowering_jit.py kv_burst_fill)."""
+        return self._kv_bursts([e], [tokens.start], [tokens.stop])[0]
+
+    def _kv_bursts(self, entries, t0, t1) -> tuple[np.ndarray, np.ndarray]:
+        """The bursts of tokens t0[i] .. t1[i] - 1 of each entries[i], concatenated, and
+        the bursts per entry."""
+        ch = [e.channel for e in entries]
+        base = [self.ensure_kv(e) for e in entries]
+        k_rows = [self.k_region_rows(e.req) for e in entries]
+        return lj.kv_bursts(self._kv_geo, ch, base, k_rows, t0, t1)
+
+    def _pim_gemvs(self, ph: Phase, entries, op: str, after: int) -> None:
+        """NeuPIMs decode attention of each entry on its channel's PIM, one after the other
+        (compiler/lowering_jit.py pim_gemv_fill):
+        - logits q.K^T: per 512-element chunk of the query a GWRITE, then per K row (32
+          tokens) a tile: PIM_HEADER, G_ACT per rank and bank group, COMPS_READRES per rank
+          and head in the row, PIM_PRECHARGE per rank and bank group;
+        - attend S.V: per head and 512-token block a GWRITE of the logits, then a tile per
+          `banks` head dimensions (one head, ceil(tokens / multipliers) COMPs)."""
+        if not entries:
+            return
+        base = [self.ensure_kv(e) for e in entries]
+        n = len(entries)
+        cmds = lj.pim_gemv_stream(
+            self._pim_geo,
+            ch=[e.channel for e in entries],
+            base=base,
+            kvn=[e.kv_len + e.q_len for e in entries],
+            k_rows=[self.k_region_rows(e.req) for e in entries],
+            scratch=[self.scratch_row(e.req) for e in entries],
+            after=np.full(n, after, np.int64),
+            op=np.full(n, ph.op(op), np.int64),
+        )
+        ph.pim_block(cmds)
 
     def _pre(self, ph: Phase, layer: int, entries, tag: str) -> int:
         m, npu = self.model, self.hw.npu
@@ -208,13 +231,16 @@ class IterationSimulator:
         j = ph.gemm(npu, f"{tag}qkv", T, m.d_model, m.qkv_shard, self.w_base[(layer, "qkv")])
         if m.rotary:
             j = ph.vector(f"{tag}rotary", vector_cycles(npu, VectorOp.ROTARY, T, 2 * m.d_shard), dep=j)
-        for e in entries:
-            ph.writes(self._kv_token_bursts(e, range(e.kv_len, e.kv_len + e.q_len)), after=j)
+        if entries:
+            kv = np.array([e.kv_len for e in entries], np.int64)
+            q = np.array([e.q_len for e in entries], np.int64)
+            ph.writes(self._kv_bursts(entries, kv, kv + q)[0], after=j)
         return j
 
     def _mha(self, ph: Phase, layer: int, entries, tag: str, after: int = -1) -> None:
         m = self.model
         hs, dh = m.heads_per_shard, m.head_dim
+        pim = []
         for e in entries:
             if e.q_len > 1 or not self.pim:
                 # attention on the NPU: cached K and V come from DRAM
@@ -226,48 +252,15 @@ class IterationSimulator:
                 if reads.size:
                     ph.reads(reads, t)
             else:
-                self._pim_gemv(ph, e, f"{tag}attention_pim", after)
+                if not pim:
+                    ph.op(f"{tag}attention_pim")  # ops are reported in order of appearance
+                pim.append(e)
+        # PIM commands keep their order among themselves only: one block for all
+        self._pim_gemvs(ph, pim, f"{tag}attention_pim", after)
 
     def _pim_gemv(self, ph: Phase, e: BatchEntry, op: str, after: int) -> None:
-        """NeuPIMs decode attention of one request on its channel's PIM."""
-        L, kv, m = self.layout, self.kv, self.model
-        base = self.ensure_kv(e)
-        ch = e.channel
-        kvn = e.kv_len + e.q_len
-        k_rows = self.k_region_rows(e.req)
-        scratch = self.scratch_row(e.req)
-        dh = m.head_dim
-        k_per_head = _ceil(dh, self.mem.pim.multipliers_per_bank)
-        ranks, bgs = L.ranks, L.bankgroups
-        tfaw = self.mem.timing.tFAW
-
-        def tile(row, heads_in_tile, k):
-            dur = bgs * tfaw + ranks * heads_in_tile * 2 * (max(k, self.mem.pim.comps_readres_min_k) + 1) + 64
-            ph.pim_cmd(ch, Cmd.PIM_HEADER, dur=dur, after=after, op=op)
-            for r in range(ranks):
-                for g in range(bgs):
-                    ph.pim_cmd(ch, Cmd.G_ACT, rank=r, bg=g, row=row, after=after, op=op)
-            for r in range(ranks):
-                for _ in range(heads_in_tile):
-                    ph.pim_cmd(ch, Cmd.COMPS_READRES, rank=r, k=k, after=after, op=op)
-            for r in range(ranks):
-                for g in range(bgs):
-                    ph.pim_cmd(ch, Cmd.PIM_PRECHARGE, rank=r, bg=g, after=after, op=op)
-
-        # logits: q . K^T, one global-buffer chunk of the query at a time
-        for c in range(kv.k_chunks):
-            ph.pim_cmd(ch, Cmd.GWRITE, row=scratch, after=after, op=op)
-            heads_in_chunk = min(kv.heads_per_row, m.heads_per_shard - c * kv.heads_per_row)
-            for tg in range(_ceil(kvn, L.banks)):
-                tile(kv.k_row(base, tg, c), heads_in_chunk, k_per_head)
-        # attend: logits . V, per head, per 512-token block, per `banks` head dimensions
-        for h in range(m.heads_per_shard):
-            for blk in range(_ceil(kvn, L.elems_per_row)):
-                tokens = min(L.elems_per_row, kvn - blk * L.elems_per_row)
-                ph.pim_cmd(ch, Cmd.GWRITE, row=scratch, after=after, op=op)
-                for dr in range(_ceil(dh, L.banks)):
-                    row = kv.v_row(base, k_rows, blk, (h * dh) // L.banks + dr)
-                    tile(row, 1, _ceil(tokens, self.mem.pim.multipliers_per_bank))
+        """NeuPIMs decode attention of one request on its channel's PIM (`_pim_gemvs`)."""
+        self._pim_gemvs(ph, [e], op, after)
 
     def _post(self, ph: Phase, layer: int, entries, tag: str) -> None:
         m, npu = self.model, self.hw.npu
