@@ -148,12 +148,14 @@ class DramParams(NamedTuple):
 
 # Column layouts of the packed state arrays. A few dense 2-D arrays instead of one array
 # per field: every array argument costs registers and stack traffic in each kernel.
-BK_OPEN_ROW = NUM_CMDS  # bank[b, 0:NUM_CMDS] = earliest issue cycle of each command
-BK_HITS = NUM_CMDS + 1  # column commands since the row opened
-BK_PIM_ROW = NUM_CMDS + 2  # row open in the PIM row buffer, -1 if none
-BK_RANK, BK_BG, BK_BA = NUM_CMDS + 3, NUM_CMDS + 4, NUM_CMDS + 5  # the bank's place (fixed):
+# The earliest issue cycle of each command at each bank is tnext[cmd, bank]: a rule raises a
+# contiguous range of banks (a relation's banks) in one vectorised loop.
+BK_OPEN_ROW = 0  # bank[b, BK_OPEN_ROW]: the open row, -1 if none
+BK_HITS = 1  # column commands since the row opened
+BK_PIM_ROW = 2  # row open in the PIM row buffer, -1 if none
+BK_RANK, BK_BG, BK_BA = 3, 4, 5  # the bank's place (fixed):
 # rank in its channel, bank group, bank; kept so the hot path needs no integer division
-BK_COLS = NUM_CMDS + 6
+BK_COLS = 6
 
 RK_OPEN, RK_SINCE, RK_FAW_HEAD, RK_FAW_N, RK_PIM_OPEN = 0, 1, 2, 3, 4
 RK_FAW = 5  # four slots: cycles of the last four ACTs (ring)
@@ -176,8 +178,10 @@ RK_COLS = RK_FAW + 4
     CH_QMASK,  # bit q: command queue q is not empty (when MASKED_QUEUES, else unused)
     CH_QDIRTY,  # bit q: queue q's ready bound was reset (a change), it must be scanned
     CH_MINLB,  # at most the ready bound of every clean, non-empty queue outside a refresh
+    CH_STUCK,  # bit 0 (reads) / 1 (writes): no transaction of that queue can move until a
+    # command queue shrinks or a transaction arrives (every one's command queue is full)
     CH_REFQ,  # then the refresh FIFO of ranks
-) = range(17)
+) = range(18)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 
 QU_LEN, QU_LB, QU_HEAD, QU_ITEMS = 0, 1, 2, 3  # queue[ch, q, :]: length, ready bound, head
@@ -217,7 +221,8 @@ RQ_COLS = 17
 class DramState(NamedTuple):
     """Controller and bank state of every channel; survives between calls.
 
-    bank[global bank, BK_*]: per-bank earliest-issue cycles and row-buffer state.
+    bank[global bank, BK_*]: per-bank row-buffer state; tnext[cmd, global bank] the
+    earliest issue cycle of each command.
     rank[ch * ranks + rank, RK_*]: open banks, activity, the tFAW window, PIM rows.
     chan[ch, CH_*]: queue lengths, drain and refresh state, the next wake-up cycle.
     queue[ch, q, QU_*]: the command queues (one per bank, or per rank).
@@ -227,6 +232,7 @@ class DramState(NamedTuple):
 
     glob: np.ndarray  # [G_CLK] next cycle to simulate, [G_FLUSH] drain every buffered write
     bank: np.ndarray
+    tnext: np.ndarray
     rank: np.ndarray
     chan: np.ndarray
     queue: np.ndarray
@@ -247,7 +253,7 @@ class DramState(NamedTuple):
 
     @property
     def bank_next(self):
-        return self.bank[:, :NUM_CMDS]
+        return self.tnext.T
 
     @property
     def open_row(self):
@@ -383,6 +389,7 @@ def new_state(p: DramParams) -> DramState:
     return DramState(
         glob=np.zeros(2, np.int64),
         bank=bank,
+        tnext=np.zeros((NUM_CMDS, nb), np.int64),
         rank=np.zeros((nch * nr, RK_COLS), np.int64),
         chan=chan,
         queue=np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64),
@@ -549,8 +556,7 @@ def _faw_ready(p, s, rk):
 @kernel(inline="always")
 def _raise_range(s, first, end, n, t):
     for tb in range(first, end):
-        if t > s.bank[tb, n]:
-            s.bank[tb, n] = t
+        s.tnext[n, tb] = max(s.tnext[n, tb], t)
 
 
 @kernel(inline="always")
@@ -571,8 +577,8 @@ def _apply_rules(p, s, ch, rank, bg, ba, cmd, clk):
             n = s.rule_span[rel, cmd, 1 + 2 * j]
             t = clk + s.rule_span[rel, cmd, 2 + 2 * j]
             if rel == REL_SAME_BANK:
-                if t > s.bank[me, n]:
-                    s.bank[me, n] = t
+                if t > s.tnext[n, me]:
+                    s.tnext[n, me] = t
             elif rel == REL_SAME_BG:
                 _raise_range(s, grp, me, n, t)
                 _raise_range(s, me + 1, grp + bpg, n, t)
@@ -771,6 +777,7 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
                 s.queue[ch, q, j] = s.queue[ch, q, j + 2]
         s.queue[ch, q, QU_LEN] = n - 1
         s.chan[ch, CH_CQ_TOTAL] -= 1
+        s.chan[ch, CH_STUCK] = 0
         if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QMASK] &= ~(1 << q)
 
@@ -782,7 +789,7 @@ def _issue_call(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
 
 
 @kernel(inline="always")
-def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_in_queue(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
     When nothing is ready it records in q_lb a cycle before which no command of the queue
@@ -797,7 +804,7 @@ def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks,
     n = queue[ch, q, QU_LEN]
     base = QU_ITEMS + 2 * queue[ch, q, QU_HEAD]
     if per_bank:
-        return _first_ready_one_bank(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw,
+        return _first_ready_one_bank(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw,
                                      row_hit_cap, n, base)
     lb = INF
     for k in range(n):
@@ -814,7 +821,7 @@ def _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks,
             need = WRA if close_page else WR
         else:
             need = RDA if close_page else RD
-        bt = bank[gb, need]
+        bt = tnext[need, gb]
         if need == ACT:
             rk = ch * ranks + bank[gb, BK_RANK]
             if rank[rk, RK_FAW_N] >= 4:
@@ -867,7 +874,7 @@ def _rw_dependency(queue, req, ch, q, base, k, key):
 
 
 @kernel(inline="always")
-def _first_ready_one_bank(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
+def _first_ready_one_bank(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
     """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
     A miss behind the first item is always held (ArbitratePrecharge: an earlier command to
@@ -877,7 +884,7 @@ def _first_ready_one_bank(bank, rank, queue, req, ch, q, clk, close_page, ranks,
     gb = key0 >> KEY_BANK_SHIFT
     orow = bank[gb, BK_OPEN_ROW]
     if orow < 0:
-        bt = bank[gb, ACT]
+        bt = tnext[ACT, gb]
         rk = ch * ranks + bank[gb, BK_RANK]
         if rank[rk, RK_FAW_N] >= 4:
             f = rank[rk, RK_FAW + rank[rk, RK_FAW_HEAD]] + tfaw
@@ -894,9 +901,9 @@ def _first_ready_one_bank(bank, rank, queue, req, ch, q, clk, close_page, ranks,
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
-    t_pre = bank[gb, PRE]
-    t_rd = bank[gb, rd]
-    t_wr = bank[gb, wr]
+    t_pre = tnext[PRE, gb]
+    t_rd = tnext[rd, gb]
+    t_wr = tnext[wr, gb]
     if (key0 >> 1) & KEY_ROW_MASK != orow and clk >= t_pre:
         # the first item's precharge, unless hits on the open row come first (row-hit cap)
         hits = False
@@ -931,9 +938,9 @@ def _first_ready_one_bank(bank, rank, queue, req, ch, q, clk, close_page, ranks,
 
 
 @kernel
-def _first_ready_call(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_call(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """_first_ready_in_queue as a call, for the rare channels with over MASK_QUEUES queues."""
-    return _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+    return _first_ready_in_queue(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
 
 
 @kernel(inline="always")
@@ -946,7 +953,7 @@ def _queue_in_ref(p, s, ch, q):
 
 
 @kernel(inline="always")
-def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
+def _scan_queues(bank, tnext, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
     """DRAMsim3 GetCommandToIssue: round-robin over the command queues; (cmd, queue, pos).
 
     per_rank_q: command queues per rank (the queues a refresh of that rank skips).
@@ -966,7 +973,7 @@ def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw,
                 continue
             if in_ref != 0 and q // per_rank_q == ref_rank:
                 continue
-            need, k = _first_ready_call(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_call(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 return need, q, k
@@ -993,7 +1000,7 @@ def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw,
                 if lbq < least:
                     least = lbq
                 continue
-            need, k = _first_ready_in_queue(bank, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_in_queue(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 if least < chan[ch, CH_MINLB]:
@@ -1013,7 +1020,7 @@ def _scan_queues(bank, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw,
 @kernel(inline="always")
 def _command_to_issue(p, s, b, ch, clk):
     per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
-    return _scan_queues(s.bank, s.rank, s.chan, s.queue, b.req, ch, clk, p.close_page, p.ranks,
+    return _scan_queues(s.bank, s.tnext, s.rank, s.chan, s.queue, b.req, ch, clk, p.close_page, p.ranks,
                         p.tFAW, p.row_hit_cap, per_rank_q, p.per_bank_queues)
 
 
@@ -1032,7 +1039,7 @@ def _finish_refresh(p, s, ch, clk):
     for i in range(per_rank):
         gb = base + i
         need = PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF
-        if clk < s.bank[gb, need]:
+        if clk < s.tnext[need, gb]:
             continue
         if need == PRE:
             return PRE, gb
@@ -1049,6 +1056,8 @@ MOVED_NONE, MOVED_ONE, MOVED_STOPPED = 0, 1, 2
 def _move_one(p, s, b, ch, writes):
     """Move the first transaction of the read queue (writes=0) or write buffer (writes=1)
     whose command queue has room. A write with a pending read of its address stops there."""
+    if s.chan[ch, CH_STUCK] & (1 << writes):
+        return MOVED_NONE
     n = s.chan[ch, CH_WB_LEN] if writes else s.chan[ch, CH_RQ_LEN]
     for i in range(n):
         q = s.tq[ch, writes, 2 * i + 1]
@@ -1085,6 +1094,7 @@ def _move_one(p, s, b, ch, writes):
             s.chan[ch, CH_QMASK] |= 1 << q
             s.chan[ch, CH_QDIRTY] |= 1 << q
         return MOVED_ONE
+    s.chan[ch, CH_STUCK] |= 1 << writes
     return MOVED_NONE
 
 
@@ -1120,7 +1130,7 @@ def _bank_ready(s, first, count, stride, cmd):
     """Latest earliest-issue cycle of `cmd` over `count` banks from `first`."""
     t = 0
     for i in range(count):
-        v = s.bank[first + i * stride, cmd]
+        v = s.tnext[cmd, first + i * stride]
         if v > t:
             t = v
     return t
@@ -1134,8 +1144,8 @@ def _hold_pim_units(p, s, ch, rank, until):
     for i in range(per_rank):
         gb = base + i
         for c in (COMP, READRES, COMPS_READRES, PIM_PRECHARGE):
-            if s.bank[gb, c] < until:
-                s.bank[gb, c] = until
+            if s.tnext[c, gb] < until:
+                s.tnext[c, gb] = until
 
 
 @kernel
@@ -1274,13 +1284,13 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
             orow = s.bank[gb, BK_OPEN_ROW]
             if orow != row:
                 if orow >= 0:
-                    t = s.bank[gb, PRE]
+                    t = s.tnext[PRE, gb]
                     if clk < t:
                         pb.lb[ch] = t
                         return False
                     _issue_call(p, s, b, nt, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
                     return True
-                t = s.bank[gb, ACT]
+                t = s.tnext[ACT, gb]
                 f = _faw_ready(p, s, ch * p.ranks + rank)
                 if f > t:
                     t = f
@@ -1289,7 +1299,7 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
                     return False
                 _issue_call(p, s, b, nt, ctl, log, ch, ACT, gb, row, 0, -1, -1, -1, clk)
                 return True
-            t = s.bank[gb, GWRITE]
+            t = s.tnext[GWRITE, gb]
         elif cmd == G_ACT:
             first = base + pb.bg[i] * bpg
             row = pb.row[i]
@@ -1299,7 +1309,7 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
                 orow = s.bank[gb, BK_OPEN_ROW]
                 if orow >= 0 and (orow == row or not p.pim_dual):
                     # the normal row buffer must give the row (dual) or the bank (single) up
-                    t = s.bank[gb, PRE]
+                    t = s.tnext[PRE, gb]
                     if clk >= t:
                         _issue_call(p, s, b, nt, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
                         return True
@@ -1400,7 +1410,7 @@ def _next_event(p, s, b, pb, ch, clk):
         base = (ch * p.ranks + rank) * per_rank
         for i in range(per_rank):
             gb = base + i
-            bt = s.bank[gb, PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF]
+            bt = s.tnext[PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF, gb]
             if clk < bt < t:
                 t = bt
     nq = s.queue.shape[1]
@@ -1439,6 +1449,7 @@ def _try_add(p, s, b, nt, ctl, rid, at):
             s.tq[ch, 1, 2 * s.chan[ch, CH_WB_LEN]] = rid
             s.tq[ch, 1, 2 * s.chan[ch, CH_WB_LEN] + 1] = b.req[rid, RQ_QUEUE]
             s.chan[ch, CH_WB_LEN] += 1
+            s.chan[ch, CH_STUCK] &= ~2
             ctl[C_PENDING_WRITES] += 1
         else:
             b.req[rid, RQ_ISSUED] = -2  # merged into the write already pending
@@ -1468,6 +1479,7 @@ def _try_add(p, s, b, nt, ctl, rid, at):
         s.tq[ch, 0, 2 * s.chan[ch, CH_RQ_LEN]] = rid
         s.tq[ch, 0, 2 * s.chan[ch, CH_RQ_LEN] + 1] = b.req[rid, RQ_QUEUE]
         s.chan[ch, CH_RQ_LEN] += 1
+        s.chan[ch, CH_STUCK] &= ~1
     return True
 
 
