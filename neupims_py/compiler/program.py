@@ -36,6 +36,8 @@ class PhaseResult:
     reads: int
     writes: int
     pim_cmds: int
+    task_end: np.ndarray | None = None  # per task, cycles from the phase's start
+    pim_end: int = 0  # the last PIM command's completion, from the phase's start (0: none)
 
 
 @dataclass
@@ -245,6 +247,8 @@ class Phase:
             reads=len(addr) - writes,
             writes=writes,
             pim_cmds=len(cmds),
+            task_end=tasks.end - start,
+            pim_end=int(pb.done.max()) - start if len(cmds) else 0,
         )
 
     def _op_report(self, start, batch, tasks, pb, pim_op, t) -> dict:
