@@ -20,14 +20,15 @@ layer). Layers have the same shapes, and with the compiler's weight layout every
 weights sit at the same channel, bank and column offsets, one layer's rows a fixed number
 of rows above the previous layer's, so layer l's accesses are layer 0's with renamed rows:
 - steady (default): layers are simulated one after the other until the engine state before
-  layer l equals the state before layer l - 1 (`state_signature`: cycles counted from that
-  boundary, past cycles folded where only "not before" is asked, weight rows renamed).
-  From then on every layer repeats layer l - 1 cycle for cycle, so layer l is simulated as
-  the last layer (its last phases) and layer l - 1's phases are counted for the layers in
-  between: the result is exact's, counters included. With sub-batches l - 1 >= 1 (layer 0
-  lacks sub-batch 2's post). A state that never repeats means every layer is simulated.
-  For 256 ShareGPT-like requests on the neupims preset the state repeats after 4 layers
-  (refresh settles into the layer period), for 64 after 2.
+  layer l equals the state before layer p = l - 1 (`state_signature`: cycles counted from
+  that boundary, past cycles folded where only "not before" is asked, weight rows renamed).
+  From then on every layer repeats layer p cycle for cycle, so layer p's phases are counted
+  for layers p .. L-1 and nothing more is simulated, except with sub-batches the last
+  layer's second phase (no next pre) and sub-batch 2's post, run from the state saved after
+  layer p's first phase: the result is exact's, counters included. With sub-batches p >= 1
+  (layer 0 lacks sub-batch 2's post). A state that never repeats means every layer is
+  simulated. For 256 ShareGPT-like requests on the neupims preset p = 3 (refresh settles
+  into the layer period after a few layers), for 64 p = 1.
 - fast: two layers, an estimate. One batch: layer 1's phases stand for layers 1 .. L-1.
   Two sub-batches (phases sb1.pre, per layer l A_l = `sb2.npu|sb1.pim` and B_l =
   `sb1.npu|sb2.pim`, sb2.post): B_0 stands for B_0 .. B_{L-2}, A_1 for A_1 .. A_{L-1},
@@ -410,16 +411,19 @@ class IterationSimulator:
         builder), and the number of sub-batches."""
         return list(self.phases(entries, layers)), 2 if self.interleaves(entries) else 1
 
-    def phases(self, entries, layers: int, last_layer=None):
+    def phases(self, entries, layers: int, repeats=None):
         """The phases of `plan`, each lowered when it is reached (an exact run of a big
-        batch would otherwise hold every layer's requests at once). `last_layer(l)`, if
-        given, is asked before layer l >= 1 is lowered; when it answers True, layer l is
-        the last one (its phases are those of a last layer)."""
+        batch would otherwise hold every layer's requests at once). `repeats(l)`, if given,
+        is asked before layer l >= 1 is lowered; when it answers True, layer l - 1 stands
+        for the layers after it: one batch ends there; with sub-batches the last layer's
+        second phase and sub-batch 2's post follow, lowered on layer l - 1's weights and
+        labelled as the last layer's (the engine state is then the one after layer l - 1's
+        first phase, which `repeats` restores)."""
         if not self.interleaves(entries):
             layer = 0
             while layer < layers:
-                if layer > 0 and last_layer is not None and last_layer(layer):
-                    layers = layer + 1
+                if layer > 0 and repeats is not None and repeats(layer):
+                    return
                 if self.pim:
                     ph = self._new_phase()
                     j = self._pre(ph, layer, entries, "")
@@ -442,8 +446,15 @@ class IterationSimulator:
         yield ("sb1.pre", -1, ph)
         layer = 0
         while layer < layers:
-            if layer > 0 and last_layer is not None and last_layer(layer):
-                layers = layer + 1
+            if layer > 0 and repeats is not None and repeats(layer):
+                ph = self._new_phase()
+                self._post(ph, layer - 1, sb1, "")
+                self._mha(ph, layer - 1, sb2, "")
+                yield ("sb1.npu|sb2.pim", layers - 1, ph)
+                ph = self._new_phase()
+                self._post(ph, layer - 1, sb2, "")
+                yield ("sb2.post", layers, ph)
+                return
             ph = self._new_phase()
             if layer > 0:
                 self._post(ph, layer - 1, sb2, "")
@@ -495,34 +506,43 @@ class IterationSimulator:
         level = "none" if exact or L <= 2 else reuse
         sim_layers = {"none": L, "fast": 2, "steady": L}[level]
         steady = self._steady_phases(n_sb) if level == "fast" else ()
-        repeat = {"layer": None, "extra": 0}
-        # steady: layer l - 1 repeats from where the state before layer l equals the one
-        # before layer l - 1; with sub-batches layer 0 lacks sub-batch 2's post, so l - 1 >= 1
+        # steady: layer p = l - 1 repeats from where the state before layer l equals the one
+        # before layer p; with sub-batches layer 0 lacks sub-batch 2's post, so p >= 1
+        period = {"layer": None}
         first = 1 if n_sb == 2 else 0
         sigs = {0: self.state_signature(0)} if level == "steady" and n_sb == 1 else {}
+        after_a = {}  # with sub-batches: the engine state after layer p's first phase
 
-        def last_layer(layer):
+        def repeats(layer):
             if level != "steady":
                 return False
             sig = sigs[layer] = self.state_signature(layer)
             prev = sigs.get(layer - 1)
             if layer - 1 >= first and sig is not None and prev is not None and np.array_equal(sig, prev):
-                repeat["layer"], repeat["extra"] = layer - 1, L - 1 - layer
+                period["layer"] = layer - 1
+                if n_sb == 2:
+                    # the last layer's second phase follows a first phase of the period
+                    for dst, src in zip(self.state, after_a[layer - 1]):
+                        dst[...] = src
                 return True
             return False
 
         results: list[tuple[str, int, PhaseResult]] = []
-        for label, layer, ph in self.phases(entries, sim_layers, last_layer):
+        for label, layer, ph in self.phases(entries, sim_layers, repeats):
             results.append((label, layer, ph.run(self.params, self.state, self.max_inject)))
-        if repeat["layer"] is not None:
-            sim_layers = repeat["layer"] + 2
-        per_layer = {"pre+mha", "post", "layer", "sb2.npu|sb1.pim", "sb1.npu|sb2.pim"}
+            if level == "steady" and n_sb == 2 and label == "sb2.npu|sb1.pim":
+                after_a = {layer: [x.copy() for x in self.state]}
+        p = period["layer"]
+        if p is not None:
+            sim_layers = p + 1
 
         def weight(label, layer):
             if (label, layer) in steady:
                 return L - 1
-            if layer == repeat["layer"] and label in per_layer:
-                return 1 + repeat["extra"]
+            if layer == p:
+                # layer p stands for layers p .. L-1; with sub-batches its second phase for
+                # p .. L-2 (the last layer's is simulated)
+                return L - 1 - p if label == "sb1.npu|sb2.pim" else L - p
             return 1
 
         cycles = 0
