@@ -5,9 +5,11 @@ Batches are NeuPIMs request snapshots of ShareGPT lengths (50-600 tokens, channe
 round-robin over 32), made by `traces/batches/make_snapshot.py --seed 0` (its first 64
 requests are the shipped `traces/batches/neupims-snapshot-64.csv`).
 
-- `test_speed[reuse|exact]`: wall time of the whole 32-layer iteration of 256 requests
-  (sub-batch interleaving on: the preset's threshold is 256), one round each (exact takes
-  minutes); `extra_info` has the simulated cycles and cycles per wall-second.
+- `test_speed[steady|fast|exact]`: wall time of the whole 32-layer iteration of 256 requests
+  (sub-batch interleaving on: the preset's threshold is 256) with each reuse level
+  (compiler/iteration.py: steady, the default, is exact's result to the cycle; fast is an
+  estimate) and with every layer simulated, one round each (exact takes minutes);
+  `extra_info` has the simulated cycles, the layers simulated and cycles per wall-second.
 - `test_modes[...]`: each system's cycles per iteration (reuse) at 256 and 512 requests, in
   `extra_info` and printed (run with `-s` to see them).
 """
@@ -56,12 +58,12 @@ def fresh(hw, model):
     return (IterationSimulator(hw, model),), {}
 
 
-def timed(out: dict, batch, exact: bool = False):
+def timed(out: dict, batch, exact: bool = False, reuse: str = "steady"):
     """The round: simulate, keeping the result and its wall and CPU seconds in `out`."""
 
     def run(sim):
         wall, cpu = time.perf_counter(), time.process_time()
-        out["r"] = sim.simulate(batch, exact=exact)
+        out["r"] = sim.simulate(batch, exact=exact, reuse=reuse)
         out["wall"] = time.perf_counter() - wall
         out["cpu"] = time.process_time() - cpu
 
@@ -70,23 +72,24 @@ def timed(out: dict, batch, exact: bool = False):
 
 def record(benchmark, out: dict) -> None:
     r, wall, cpu = out["r"], out["wall"], out["cpu"]
-    benchmark.extra_info.update(cycles=r.cycles, layers_simulated=r.layers_simulated,
+    benchmark.extra_info.update(cycles=r.cycles, layers_simulated=r.layers_simulated, reuse=r.reuse,
                                 sub_batches=r.sub_batches, wall_s=round(wall, 2),
                                 cpu_s=round(cpu, 2), cycles_per_wall_s=round(r.cycles / wall),
                                 cycles_per_cpu_s=round(r.cycles / cpu))
 
 
-@pytest.mark.parametrize("exact", [False, True], ids=["reuse", "exact"])
-def test_speed(benchmark, batches, model, exact):
+@pytest.mark.parametrize("level", ["steady", "fast", "exact"])
+def test_speed(benchmark, batches, model, level):
     hw = load_hw("neupims")
     batch = batches[256]
     out = {}
-    benchmark.pedantic(timed(out, batch, exact), setup=lambda: fresh(hw, model), rounds=1,
-                       iterations=1)
+    exact = level == "exact"
+    benchmark.pedantic(timed(out, batch, exact, "steady" if exact else level),
+                       setup=lambda: fresh(hw, model), rounds=1, iterations=1)
     r = out["r"]
     assert r.layers == 32 and r.sub_batches == 2
     record(benchmark, out)
-    print(f"\n256 requests, {'exact' if exact else 'reuse'}: {r.cycles:,} cycles in "
+    print(f"\n256 requests, {level} ({r.layers_simulated} layers simulated): {r.cycles:,} cycles in "
           f"{out['wall']:.1f} s wall, {out['cpu']:.1f} s CPU "
           f"({r.cycles / out['wall']:,.0f} cycles per wall-second)")
 

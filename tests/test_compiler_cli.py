@@ -102,8 +102,8 @@ def test_mode_flag_gives_the_matching_presets_system(tmp_path, tiny, mode):
 def test_reuse_and_exact_cover_all_layers(tmp_path, tiny, capsys):
     batch = write(tmp_path, "b.csv", "q_len,kv_len,ch_idx\n1,100,0\n1,40,1\n")
     out = tmp_path / "r.json"
-    assert main(["iteration", "npu-pim", "--model", tiny, "--batch", batch, "--json",
-                 str(out)]) == 0
+    assert main(["iteration", "npu-pim", "--model", tiny, "--batch", batch, "--reuse", "fast",
+                 "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "2 layers simulated, the steady one repeated for the rest" in text
     reuse = json.loads(out.read_text())

@@ -54,7 +54,7 @@ def test_gemms_of_one_layer_read_the_shards_weights_once(model):
 def test_gemms_of_an_iteration_read_every_layers_weights(exact):
     model = shrunk(layers=4)
     sim = IterationSimulator(load_hw("npu-only"), model)
-    r = sim.simulate([BatchEntry(0, 1, 40, 0), BatchEntry(1, 1, 70, 1)], exact=exact)
+    r = sim.simulate([BatchEntry(0, 1, 40, 0), BatchEntry(1, 1, 70, 1)], exact=exact, reuse="fast")
     assert r.layers == 4
     assert r.layers_simulated == (4 if exact else 2)
     assert sum(r.ops[g]["bytes"] for g in GEMMS) == 4 * model.layer_weight_bytes_per_shard()
@@ -69,7 +69,7 @@ def test_interleaved_sub_batches_each_read_every_layers_weights(exact):
     hw = load_hw("neupims", ["system.sub_batch_threshold=4"])
     sim = IterationSimulator(hw, model)
     batch = [BatchEntry(i, 1, 30 + 20 * i, i % 3) for i in range(4)]
-    r = sim.simulate(batch, exact=exact)
+    r = sim.simulate(batch, exact=exact, reuse="fast")
     assert r.sub_batches == 2
     for w in model.weight_matrices():
         assert r.ops[w.name]["bytes"] == 2 * 5 * w.rows * w.cols * 2, w.name

@@ -83,18 +83,66 @@ def test_interleaving_gains_more_over_the_whole_iteration(one_layer_cycles):
 
 
 @pytest.mark.parametrize("preset", ["npu-pim", "neupims"])
-def test_reuse_stays_close_to_exact(preset):
-    """Layers 2.. repeat the steady layer: the cycles are those of simulating every layer
-    to within a percent, and the counters add up alike."""
+def test_fast_reuse_stays_close_to_exact(preset):
+    """--reuse fast: two layers stand for the rest; the cycles are those of simulating every
+    layer to within 2% (the first layers meet refresh differently from the settled ones:
+    1.6% here), and the counters add up alike."""
     model = scaled_model(layers=5)
     hw = load_hw(preset, ["system.sub_batch_threshold=4"])
     batch = [BatchEntry(i, 1, 60 + 45 * i, i % 4) for i in range(8)]
-    reuse = IterationSimulator(hw, model).simulate(batch)
+    reuse = IterationSimulator(hw, model).simulate(batch, reuse="fast")
     exact = IterationSimulator(hw, model).simulate(batch, exact=True)
-    assert reuse.layers_simulated == (3 if preset == "neupims" else 2)
-    assert exact.layers_simulated == 5
-    assert abs(reuse.cycles - exact.cycles) <= 0.01 * exact.cycles
+    assert reuse.layers_simulated == 2 and reuse.reuse == "fast"
+    assert exact.layers_simulated == 5 and exact.reuse == "none"
+    assert abs(reuse.cycles - exact.cycles) <= 0.02 * exact.cycles
     for name in exact.ops:
         assert reuse.ops[name]["bytes"] == exact.ops[name]["bytes"], name
         assert reuse.ops[name]["busy"] == exact.ops[name]["busy"], name
     assert (reuse.stats[:, Stat.COMPS_READRES] == exact.stats[:, Stat.COMPS_READRES]).all()
+
+
+STEADY_CASES = {
+    # GPT3-7B, NeuPIMs' 64-request snapshot, 4 of its layers: the engine state before layer 2
+    # equals the one before layer 1 (refresh has settled into the layer's period), so
+    # layers 0 and 1 are simulated (with sub-batches and the last layer's second phase) and
+    # layer 1 counts for layers 1 .. 3
+    "gpt3-7b-64": ("neupims", [], True),
+    "gpt3-7b-64-sub-batches": ("neupims", ["system.sub_batch_threshold=32"], True),
+    # a small layer meets refresh at a different point each time: the state need not
+    # repeat; whatever is simulated, the result is exact's
+    "d512-8": ("neupims", ["system.sub_batch_threshold=4"], False),
+}
+
+
+@pytest.mark.parametrize("case", list(STEADY_CASES))
+def test_steady_reuse_is_exact_to_the_cycle(case):
+    """--reuse steady (the default) claims exactness: the cycles, every counter and every
+    operator's figures equal those of simulating every layer."""
+    preset, overrides, big = STEADY_CASES[case]
+    hw = load_hw(preset, overrides)
+    if big:
+        model, layers = load_model("gpt3-7b"), 4
+        batch = read_batch(SNAPSHOT, 32)
+    else:
+        model, layers = scaled_model(layers=7), None
+        batch = [BatchEntry(i, 1, 60 + 45 * i, i % 4) for i in range(8)]
+    steady = IterationSimulator(hw, model).simulate(batch, layers=layers)
+    exact = IterationSimulator(hw, model).simulate(batch, layers=layers, exact=True)
+    if big:
+        assert steady.reuse == "steady" and steady.layers_simulated == 2
+    assert steady.cycles == exact.cycles
+    assert (steady.stats == exact.stats).all()
+    assert (steady.npu_busy == exact.npu_busy).all() and (steady.pim_busy == exact.pim_busy).all()
+    assert steady.ops == exact.ops
+
+
+def test_no_steady_reuse_when_layers_cannot_be_renamed_into_each_other():
+    """A layer whose weights are not a whole number of rows across all banks puts the next
+    layer's weights at other channels and banks: no state can stand for another layer's,
+    so every layer is simulated."""
+    model = dataclasses.replace(scaled_model(layers=4), d_model=320, heads=5, ffn_dim=1280)
+    hw = load_hw("npu-pim", ["memory.controller.refresh_policy=off"])
+    sim = IterationSimulator(hw, model)
+    assert sim._weight_rows_per_layer() is None and sim.state_signature(0) is None
+    r = sim.simulate([BatchEntry(0, 1, 100, 0), BatchEntry(1, 1, 40, 1)])
+    assert r.layers_simulated == 4 and r.reuse == "none"

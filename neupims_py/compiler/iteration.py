@@ -15,9 +15,25 @@ batch. `neupims` with sub-batch interleaving (batch >= threshold) splits the bat
 sub-batches balanced per channel and overlaps one sub-batch's PIM attention with the
 other's NPU work (NeuPIMs stages A-F).
 
-Reuse: layers have the same shapes, so unless `exact` is set only the first two layers
-are simulated (the second one in steady state) and the rest are taken to repeat the second;
-with sub-batch interleaving the first three (the last one drains the pipeline).
+Reuse (`simulate(..., reuse=...)`, `neupims-sim iteration --reuse`; `exact` simulates every
+layer). Layers have the same shapes, and with the compiler's weight layout every layer's
+weights sit at the same channel, bank and column offsets, one layer's rows a fixed number
+of rows above the previous layer's, so layer l's accesses are layer 0's with renamed rows:
+- steady (default): layers are simulated one after the other until the engine state before
+  layer l equals the state before layer p = l - 1 (`state_signature`: cycles counted from
+  that boundary, past cycles folded where only "not before" is asked, weight rows renamed).
+  From then on every layer repeats layer p cycle for cycle, so layer p's phases are counted
+  for layers p .. L-1 and nothing more is simulated, except with sub-batches the last
+  layer's second phase (no next pre) and sub-batch 2's post, run from the state saved after
+  layer p's first phase: the result is exact's, counters included. With sub-batches p >= 1
+  (layer 0 lacks sub-batch 2's post). A state that never repeats means every layer is
+  simulated. For 256 ShareGPT-like requests on the neupims preset p = 3 (refresh settles
+  into the layer period after a few layers), for 64 p = 1.
+- fast: two layers, an estimate. One batch: layer 1's phases stand for layers 1 .. L-1.
+  Two sub-batches (phases sb1.pre, per layer l A_l = `sb2.npu|sb1.pim` and B_l =
+  `sb1.npu|sb2.pim`, sb2.post): B_0 stands for B_0 .. B_{L-2}, A_1 for A_1 .. A_{L-1},
+  and B_1 is the last layer's. Before the state settles, layers differ by up to 2%
+  (refresh alignment): 1.5% under exact for 256 requests (bench/README.md).
 """
 
 from __future__ import annotations
@@ -36,6 +52,9 @@ from neupims_py.engine import dram as eng
 from neupims_py.errors import UserError
 from neupims_py.formats import Stat
 from neupims_py.npu import VectorOp, attention_timing, rows_cycles, vector_cycles
+
+
+REUSE_LEVELS = ("fast", "steady")
 
 
 def _ceil(a: int, b: int) -> int:
@@ -65,6 +84,7 @@ class IterationResult:
     pim_busy: np.ndarray  # per channel
     phases: list = field(default_factory=list)  # (label, cycles)
     sub_batches: int = 1
+    reuse: str = "none"  # how the layers not simulated were filled in (module docstring)
 
     def to_dict(self) -> dict:
         tot = self.stats.sum(axis=0)
@@ -74,6 +94,7 @@ class IterationResult:
             "layers": self.layers,
             "layers_simulated": self.layers_simulated,
             "exact": self.exact,
+            "reuse": self.reuse,
             "sub_batches": self.sub_batches,
             "npu_array_utilization": float(self.npu_busy[:-1].sum() / max(1, len(self.npu_busy) - 1) / max(self.cycles, 1)),
             "vector_utilization": float(self.npu_busy[-1] / max(self.cycles, 1)),
@@ -173,6 +194,78 @@ class IterationSimulator:
         if req in self.rows.owned:
             self.rows.release(req)
             del self.capacity[req]
+
+    # ---------------------------------------------------------------- steady state
+    def _weight_rows_per_layer(self) -> int | None:
+        """Rows (in every bank) between one layer's weights and the next one's, when every
+        layer's weights sit at the same channel, bank and column offsets (the layer's
+        bytes a multiple of one row across all banks): then layer l's accesses are layer
+        0's with every weight row moved by l times this. None otherwise."""
+        m = self.model
+        if m.layers_per_stage < 2:
+            return None
+        first = m.weight_matrices()[0].name
+        stride = self.w_base[(1, first)] - self.w_base[(0, first)]
+        stripe = self.layout.channels * self.layout.banks * self.layout.row_bytes
+        return stride // stripe if stride % stripe == 0 else None
+
+    def state_signature(self, layer: int, parts_out: dict | None = None) -> np.ndarray | None:
+        """The engine state between two phases, as it bears on what follows, with cycles
+        counted from the current one and the weight rows of layer `layer` renamed to layer
+        0's: two boundaries with equal signatures are followed by the same behaviour
+        (cycle for cycle) when the same work, one layer on, follows them. Cycles in the past
+        are one value where only "not before" is asked of them (earliest-issue cycles,
+        ready bounds, wake-ups, the tFAW window); the stats-only interval starts count when
+        their interval is open. None when layers cannot be renamed into each other or work
+        is still in flight."""
+        rpl = self._weight_rows_per_layer()
+        st = self.state
+        if rpl is None or st.glob[eng.G_FLUSH] != 0:
+            return None
+        clk = int(st.glob[eng.G_CLK])
+        ch_ = st.chan
+        if ch_[:, [eng.CH_CQ_TOTAL, eng.CH_RQ_LEN, eng.CH_WB_LEN]].any() or st.queue[:, :, eng.QU_LEN].any():
+            return None
+
+        def rel(x, floor):
+            x = np.asarray(x, np.int64)
+            return np.where(x >= eng.INF // 2, eng.INF, np.maximum(x - clk, floor))
+
+        def rows(r):
+            r = np.asarray(r, np.int64)
+            weight = (r >= 0) & (r < self.rows.first_row)
+            return np.where(weight, r - layer * rpl, r)
+
+        tfaw = self.mem.timing.tFAW
+        bank, rank = st.bank, st.rank
+        nc = eng.NUM_CMDS
+        refq = ch_[:, eng.CH_REFQ:]
+        refq = np.where(np.arange(refq.shape[1]) < ch_[:, eng.CH_REFQ_LEN, None], refq, -1)
+        pim_mode = ch_[:, eng.CH_PIM_MODE]
+        # the last four ACTs of a rank (a ring): oldest first, wherever the ring's head is
+        slot = (rank[:, eng.RK_FAW_HEAD, None] + np.arange(4)) % 4
+        faw = np.take_along_axis(rank[:, eng.RK_FAW:eng.RK_FAW + 4], slot, axis=1)
+        parts = {
+            "bank_next": rel(bank[:, :nc], 0),
+            "open_row": rows(bank[:, eng.BK_OPEN_ROW]),
+            "hits": bank[:, eng.BK_HITS],
+            "pim_row": rows(bank[:, eng.BK_PIM_ROW]),
+            "rank": rank[:, [eng.RK_OPEN, eng.RK_FAW_N, eng.RK_PIM_OPEN]],
+            "faw": rel(faw, -tfaw),
+            "rank_since": np.where(rank[:, eng.RK_OPEN] > 0, rel(rank[:, eng.RK_SINCE], -eng.INF), 0),
+            "chan": ch_[:, [eng.CH_DRAINING, eng.CH_QIDX, eng.CH_REFQ_LEN, eng.CH_IN_REF, eng.CH_REF_RANK,
+                            eng.CH_REF_NEXT_RANK, eng.CH_QMASK, eng.CH_QDIRTY]],
+            "pim_mode": pim_mode,
+            "pim_since": np.where(pim_mode != 0, rel(ch_[:, eng.CH_PIM_SINCE], -eng.INF), 0),
+            "next_ref": rel(ch_[:, eng.CH_NEXT_REF], -eng.INF),
+            "wake": rel(ch_[:, eng.CH_WAKE], 0),
+            "min_lb": rel(ch_[:, eng.CH_MINLB], 0),
+            "refq": refq,
+            "queue_lb": rel(st.queue[:, :, eng.QU_LB], 0),
+        }
+        if parts_out is not None:
+            parts_out.update(parts)
+        return np.concatenate([np.asarray(x, np.int64).ravel() for x in parts.values()])
 
     # ---------------------------------------------------------------- lowering
     def _new_phase(self) -> Phase:
@@ -314,49 +407,91 @@ class IterationSimulator:
         )
 
     def plan(self, entries, layers: int):
-        """The phases of an iteration over `layers` layers: a list of (label, layer, builder)."""
-        phases = []
+        """The phases of an iteration over `layers` layers: a list of (label, layer,
+        builder), and the number of sub-batches."""
+        return list(self.phases(entries, layers)), 2 if self.interleaves(entries) else 1
+
+    def phases(self, entries, layers: int, repeats=None):
+        """The phases of `plan`, each lowered when it is reached (an exact run of a big
+        batch would otherwise hold every layer's requests at once). `repeats(l)`, if given,
+        is asked before layer l >= 1 is lowered; when it answers True, layer l - 1 stands
+        for the layers after it: one batch ends there; with sub-batches the last layer's
+        second phase and sub-batch 2's post follow, lowered on layer l - 1's weights and
+        labelled as the last layer's (the engine state is then the one after layer l - 1's
+        first phase, which `repeats` restores)."""
         if not self.interleaves(entries):
-            for layer in range(layers):
+            layer = 0
+            while layer < layers:
+                if layer > 0 and repeats is not None and repeats(layer):
+                    return
                 if self.pim:
                     ph = self._new_phase()
                     j = self._pre(ph, layer, entries, "")
                     self._mha(ph, layer, entries, "", after=j)
-                    phases.append(("pre+mha", layer, ph))
+                    yield ("pre+mha", layer, ph)
                     ph = self._new_phase()
                     self._post(ph, layer, entries, "")
-                    phases.append(("post", layer, ph))
+                    yield ("post", layer, ph)
                 else:
                     ph = self._new_phase()
                     j = self._pre(ph, layer, entries, "")
                     self._mha(ph, layer, entries, "", after=j)
                     self._post(ph, layer, entries, "")
-                    phases.append(("layer", layer, ph))
-            return phases, 1
+                    yield ("layer", layer, ph)
+                layer += 1
+            return
         sb1, sb2 = self.split_sub_batches(entries)
         ph = self._new_phase()
         self._pre(ph, 0, sb1, "")
-        phases.append(("sb1.pre", -1, ph))
-        for layer in range(layers):
+        yield ("sb1.pre", -1, ph)
+        layer = 0
+        while layer < layers:
+            if layer > 0 and repeats is not None and repeats(layer):
+                ph = self._new_phase()
+                self._post(ph, layer - 1, sb1, "")
+                self._mha(ph, layer - 1, sb2, "")
+                yield ("sb1.npu|sb2.pim", layers - 1, ph)
+                ph = self._new_phase()
+                self._post(ph, layer - 1, sb2, "")
+                yield ("sb2.post", layers, ph)
+                return
             ph = self._new_phase()
             if layer > 0:
                 self._post(ph, layer - 1, sb2, "")
             self._pre(ph, layer, sb2, "")
             self._mha(ph, layer, sb1, "")
-            phases.append(("sb2.npu|sb1.pim", layer, ph))
+            yield ("sb2.npu|sb1.pim", layer, ph)
             ph = self._new_phase()
             self._post(ph, layer, sb1, "")
             if layer + 1 < layers:
                 self._pre(ph, layer + 1, sb1, "")
             self._mha(ph, layer, sb2, "")
-            phases.append(("sb1.npu|sb2.pim", layer, ph))
+            yield ("sb1.npu|sb2.pim", layer, ph)
+            layer += 1
         ph = self._new_phase()
         self._post(ph, layers - 1, sb2, "")
-        phases.append(("sb2.post", layers, ph))
-        return phases, 2
+        yield ("sb2.post", layers, ph)
 
     # ---------------------------------------------------------------- execution
-    def simulate(self, entries, *, exact: bool = False, layers: int | None = None) -> IterationResult:
+    @staticmethod
+    def _steady_phases(n_sb: int) -> tuple:
+        """With reuse, two layers are simulated and these phases stand for L - 1 layers
+        each. One batch: layer 1's phases (layer 0 starts from the previous iteration's
+        end). Two sub-batches (phases sb1.pre, then per layer l `sb2.npu|sb1.pim` (A_l) and
+        `sb1.npu|sb2.pim` (B_l), then sb2.post): A_0 lacks sub-batch 2's post and B_{L-1}
+        sub-batch 1's next pre, every other A_l and B_l has the shapes of A_1 and B_0, so
+        B_0 stands for B_0 .. B_{L-2} and A_1 for A_1 .. A_{L-1}; the simulated B_1 is the
+        last layer's."""
+        if n_sb == 1:
+            return (("pre+mha", 1), ("post", 1), ("layer", 1))
+        return (("sb1.npu|sb2.pim", 0), ("sb2.npu|sb1.pim", 1))
+
+    def simulate(self, entries, *, exact: bool = False, layers: int | None = None,
+                 reuse: str = "steady") -> IterationResult:
+        """Simulate one iteration. `exact`: every layer; otherwise `reuse` says which
+        layers stand for the others (the module docstring: "fast" or "steady")."""
+        if reuse not in REUSE_LEVELS:
+            raise UserError(f"reuse {reuse!r} is not one of {', '.join(REUSE_LEVELS)}")
         entries = [e if isinstance(e, BatchEntry) else BatchEntry(*e) for e in entries]
         if not entries:
             raise UserError("an iteration needs at least one request")
@@ -367,17 +502,49 @@ class IterationSimulator:
                 raise UserError(f"request {e.req}: q_len must be >= 1 and kv_len >= 0")
             self.ensure_kv(e)
         L = layers or self.model.layers_per_stage
-        # Reuse: layer 0 once, then layer 1 in steady state standing for every layer not
-        # simulated. With sub-batches a layer's phases also run the next layer's pre of
-        # sub-batch 1, which the last layer lacks, so the last layer is simulated as well.
-        sim_layers = L if exact else min(L, 3 if self.interleaves(entries) else 2)
-        phases, n_sb = self.plan(entries, sim_layers)
-        results: list[tuple[str, int, PhaseResult]] = []
-        for label, layer, ph in phases:
-            results.append((label, layer, ph.run(self.params, self.state, self.max_inject)))
+        n_sb = 2 if self.interleaves(entries) else 1
+        level = "none" if exact or L <= 2 else reuse
+        sim_layers = {"none": L, "fast": 2, "steady": L}[level]
+        steady = self._steady_phases(n_sb) if level == "fast" else ()
+        # steady: layer p = l - 1 repeats from where the state before layer l equals the one
+        # before layer p; with sub-batches layer 0 lacks sub-batch 2's post, so p >= 1
+        period = {"layer": None}
+        first = 1 if n_sb == 2 else 0
+        sigs = {0: self.state_signature(0)} if level == "steady" and n_sb == 1 else {}
+        after_a = {}  # with sub-batches: the engine state after layer p's first phase
 
-        def weight(layer):
-            return L - sim_layers + 1 if sim_layers < L and layer == 1 else 1
+        def repeats(layer):
+            if level != "steady":
+                return False
+            sig = sigs[layer] = self.state_signature(layer)
+            prev = sigs.get(layer - 1)
+            if layer - 1 >= first and sig is not None and prev is not None and np.array_equal(sig, prev):
+                period["layer"] = layer - 1
+                if n_sb == 2:
+                    # the last layer's second phase follows a first phase of the period
+                    for dst, src in zip(self.state, after_a[layer - 1]):
+                        dst[...] = src
+                return True
+            return False
+
+        results: list[tuple[str, int, PhaseResult]] = []
+        for label, layer, ph in self.phases(entries, sim_layers, repeats):
+            results.append((label, layer, ph.run(self.params, self.state, self.max_inject)))
+            if level == "steady" and n_sb == 2 and label == "sb2.npu|sb1.pim":
+                after_a = {layer: [x.copy() for x in self.state]}
+        p = period["layer"]
+        if p is not None:
+            sim_layers = p + 1
+
+        def weight(label, layer):
+            if (label, layer) in steady:
+                return L - 1
+            if layer == p:
+                # layer p stands for layers p .. L-1; with sub-batches its second phase for
+                # p .. L-2 (the last layer's is simulated)
+                return L - 1 - p if label == "sb1.npu|sb2.pim" else L - p
+            return 1
+
         cycles = 0
         stats = None
         npu_busy = None
@@ -385,7 +552,7 @@ class IterationSimulator:
         ops: dict[str, dict] = {}
         plist = []
         for label, layer, r in results:
-            w = weight(layer) if layer >= 0 and layer < sim_layers else 1
+            w = weight(label, layer)
             cycles += w * r.cycles
             stats = r.stats * w if stats is None else stats + r.stats * w
             npu_busy = r.npu_busy * w if npu_busy is None else npu_busy + r.npu_busy * w
@@ -402,6 +569,7 @@ class IterationSimulator:
             layers_simulated=sim_layers,
             exact=exact or sim_layers == L,
             mode=self.mode,
+            reuse=level if sim_layers < L else "none",
             ops=ops,
             stats=stats,
             npu_busy=npu_busy,
@@ -412,8 +580,8 @@ class IterationSimulator:
 
 
 def simulate_iteration(hw, model, batch, state: IterationSimulator | None = None, *,
-                       exact: bool = False, layers: int | None = None):
+                       exact: bool = False, layers: int | None = None, reuse: str = "steady"):
     """Simulate one iteration; returns (IterationResult, simulator) — pass the simulator
     back as `state` to simulate the next iteration on the same engine state."""
     sim = state or IterationSimulator(hw, model)
-    return sim.simulate(batch, exact=exact, layers=layers), sim
+    return sim.simulate(batch, exact=exact, layers=layers, reuse=reuse), sim

@@ -36,6 +36,8 @@ class PhaseResult:
     reads: int
     writes: int
     pim_cmds: int
+    task_end: np.ndarray | None = None  # per task, cycles from the phase's start
+    pim_end: int = 0  # the last PIM command's completion, from the phase's start (0: none)
 
 
 @dataclass
@@ -233,7 +235,7 @@ class Phase:
             end = start
         # the next phase starts after this one's last event (a barrier)
         state.glob[eng.G_CLK] = max(int(state.glob[eng.G_CLK]), end + 1)
-        ops = self._op_report(start, batch, tasks, pb, pim_op, t)
+        ops = self._op_report(start, grp, tasks, pb, pim_op, t)
         stats = state.stats - before
         writes = int(np.count_nonzero(isw))
         return PhaseResult(
@@ -245,9 +247,11 @@ class Phase:
             reads=len(addr) - writes,
             writes=writes,
             pim_cmds=len(cmds),
+            task_end=tasks.end - start,
+            pim_end=int(pb.done.max()) - start if len(cmds) else 0,
         )
 
-    def _op_report(self, start, batch, tasks, pb, pim_op, t) -> dict:
+    def _op_report(self, start, grp, tasks, pb, pim_op, t) -> dict:
         ops: dict[str, dict] = {}
 
         def entry(name, unit):
@@ -275,8 +279,7 @@ class Phase:
                 e1 = int(pb.done[psel].max()) - start
                 e["start"] = s0 if e["start"] is None else min(e["start"], s0)
                 e["end"] = e1 if e["end"] is None else max(e["end"], e1)
-        # bytes read per op through the tasks their reads feed
-        grp = batch.req[:, eng.RQ_GROUP]
+        # bytes read per op through the tasks their reads feed (group: the request's task)
         fed = grp >= 0
         if fed.any():
             per_task = np.bincount(grp[fed], minlength=len(t_res)) * self.burst_bytes
