@@ -352,17 +352,24 @@ class Components:
         return got
 
     def kv_read(self, kv_len: int) -> ChannelWork:
-        """Reading the cached K and V of kv_len tokens (attention on the NPU): measured at
-        multiples of `banks` tokens, interpolated in between."""
+        """Reading the cached K and V of kv_len tokens (attention on the NPU). K is read
+        token by token (linear in tokens), V a burst column of 32 tokens at a time in every
+        dimension's row, so the reads step up at every multiple of `banks` (= the tokens of
+        a V burst column here) tokens: 33 tokens read as many V bursts as 64. Measured at
+        the multiples m of `banks` and one token above each; between m + 1 and the next
+        multiple (the same V columns) interpolated linearly. Below `banks` tokens (a few
+        hundred bursts, where latency rather than bandwidth counts) measured at each
+        count."""
         if kv_len <= 0:
             return ZERO_WORK
         g = self.banks
         lo = (kv_len // g) * g
-        b = self._read_at(lo + g) if lo != kv_len else None
-        a = self._read_at(lo) if lo > 0 else ZERO_WORK
-        if b is None:
+        if lo == kv_len or lo == 0:
+            return self._read_at(kv_len)
+        a = self._read_at(lo + 1)
+        if kv_len == lo + 1:
             return a
-        return _mix(a, b, (kv_len - lo) / g)
+        return _mix(a, self._read_at(lo + g), (kv_len - lo - 1) / (g - 1))
 
     def _read_at(self, kv_len: int) -> ChannelWork:
         got = self._read.get(kv_len)
