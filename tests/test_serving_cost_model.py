@@ -108,20 +108,73 @@ def test_pim_key_means_same_commands_and_cycles():
     assert counts[0] == counts[1]
 
 
-def test_exact_and_reuse_agree_on_a_small_trace():
+def test_long_writes_are_linear_in_tokens_and_v_columns():
+    """K/V writes of more than `banks` tokens, composed from three aligned pieces per octave
+    (components.Components.kv_write), against the same writes measured directly. A V burst
+    holds 32 tokens of one dimension, so 33 aligned tokens write two V bursts per
+    dimension where 32 write one: interpolating linearly in tokens between 32 and 64 (as
+    before) was 26-33 % short at 33 and 38 tokens. Measured now (micro, tiny): within 2 %
+    everywhere below except drained time at a 31-token offset (-7 %, -8 %: the K writes
+    then span one more row group, which the V column count does not see)."""
+    for name in ("micro", "tiny"):
+        parts = reuse_cost("npu+pim", name).parts
+        for q, off in ((33, 0), (38, 0), (40, 20), (63, 0), (90, 0), (100, 17), (130, 0)):
+            got, ref = parts.kv_write(q, off), parts._write_at(q, off)
+            for f in ("base", "drained_base"):
+                assert getattr(got, f) == pytest.approx(getattr(ref, f), rel=0.03), (name, q, off, f)
+
+
+def test_kv_reads_step_with_v_columns():
+    """The cached K/V reads of an NPU attention (components.Components.kv_read) against the
+    same reads measured directly: V is read a 32-token burst column at a time, so 33 tokens
+    cost about what 64 do. Interpolating between multiples of 32 (as before) was 26 % short
+    at 20 tokens and 9 % at 100; from one token above a multiple to the next multiple the
+    V columns are the same and the rest is linear (below 32 tokens every count is
+    measured). Measured now: within 0.7 % (micro, tiny; 20 to 777 tokens)."""
+    for name in ("micro", "tiny"):
+        parts = reuse_cost("npu-only", name).parts
+
+        def direct(kv):
+            def build(ph, e):
+                ph.reads(parts.sim._kv_token_bursts(e, range(0, e.kv_len)), -1)
+            return parts._run_on_channel([(build, 1, kv)]).cycles
+        for kv in (20, 47, 100, 300):
+            assert parts.kv_read(kv).base == pytest.approx(direct(kv), rel=0.02), (name, kv)
+
+
+@pytest.mark.parametrize("mode, overrides, bound", [
+    ("neupims", ("system.sub_batch_threshold=4",), 0.02),
+    ("npu+pim", (), 0.02),
+    ("npu-only", (), 0.06),
+])
+def test_exact_and_reuse_agree_on_a_small_trace(mode, overrides, bound):
     """The issue's target is 0.5 %; it is not met. Measured (simulated time of the whole
-    trace, reuse against exact): micro model, these 8 requests: neupims (sub-batches from 4
-    requests) -1.7 %, npu+pim -1.3 %, npu-only -5.1 %; tiny model, 6 requests: +1.1 %,
-    +3.2 %, +2.3 %. Per iteration, the exact simulator's engine state carried over from
-    the previous phase (refresh schedule, open rows, write drains) moves the same batch's
-    cycles by up to +-8 %, which ReuseCost's fresh-state pieces average out. Bounded here
-    at 3 %."""
+    trace, reuse against exact, /tmp harness of the session of issue 5): micro model, these
+    8 requests (seed 1): neupims (sub-batches from 4 requests) -1.0 %, npu+pim -1.4 %,
+    npu-only -2.1 %; the same draw with seeds 2 and 3: neupims -2.7 / +0.2 %, npu+pim
+    -0.9 / -1.6 %, npu-only -6.2 / -1.8 %; tiny model, 6 requests, seeds 1-3: neupims
+    +2.3 / +1.4 / +3.2 %, npu+pim +0.7 / +0.6 / +0.8 %, npu-only +1.0 / +1.2 / +0.7 %.
+
+    Where it comes from, on the exact run's own batches: (1) the engine state the exact
+    run carries, mostly its refresh schedule, which locks to the phases (a PIM GEMV waits
+    for a refresh that would cut through it, and the write drain after a phase moves the
+    engine clock without being counted in the phase's cycles), so a phase does not meet
+    refreshes as if it started anywhere in the interval, as ReuseCost's pieces assume:
+    micro post phases (1700 cycles, refresh interval 1950) run 5-8 % slower in the exact
+    run than from a fresh state averaged over offsets, and the whole iteration 2-3 %
+    (tiny: 1-2 % faster); (2) how many refresh offsets a short piece is averaged over: the
+    cost of a short PIM piece is a sawtooth of its start offset (-11 / +14 %), so 4
+    offsets against 16 move a micro trace by up to 1.7 %; (3) npu-only: attention on array
+    req % arrays delays the weight tiles queued behind it on that array (and, through the
+    double-buffer gating of the in-order read streams, the whole post stream), which
+    ReuseCost's uniform shift of the post stream does not see: -2 to -7 % on the micro
+    model's decode iterations."""
     rng = np.random.default_rng(1)
     rows = requests(rng.integers(16, 64, 8), rng.integers(8, 16, 8),
                     arrival_ns=np.sort(rng.integers(0, 200_000, 8)))
-    hw = hw_for("neupims", "system.sub_batch_threshold=4")
+    hw = hw_for(mode, *overrides)
     exact = Orchestrator(hw, MICRO, ExactCost(hw, MICRO)).run(rows)
-    reuse = Orchestrator(hw, MICRO, reuse_cost("neupims", "micro", ("system.sub_batch_threshold=4",))).run(rows)
+    reuse = Orchestrator(hw, MICRO, reuse_cost(mode, "micro", overrides)).run(rows)
     diff = reuse.end_cycle / exact.end_cycle - 1
-    assert abs(diff) < 0.03, diff
+    assert abs(diff) < bound, diff
     assert len(reuse.iterations) == pytest.approx(len(exact.iterations), abs=2)

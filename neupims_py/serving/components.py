@@ -17,7 +17,8 @@ on what was measured before it, nor on the order requests arrive in):
   runs every distinct count instead.
 - per request, the serial work it puts on its own channel: its decode attention as PIM
   GEMVs, keyed by the command stream (same key = same commands: K-tile count, V blocks,
-  COMPs of the last block); the K/V writes of its new tokens, keyed by (tokens, alignment);
+  COMPs of the last block); the K/V writes of its new tokens, keyed by (tokens, alignment)
+  up to `banks` tokens, linear in the tokens and the V burst columns above (`kv_write`);
   the reads of its cached K/V for attention on the NPU, measured at multiples of `banks`
   tokens and interpolated in between. Each is run as 1 and as `copies` requests on one
   channel (distinct rows), giving `base` (alone) and `step` (each further one), so a
@@ -41,6 +42,10 @@ from neupims_py.engine import dram as eng
 from neupims_py.formats import NUM_STATS
 
 STREAM_KINDS = ("pre", "post", "layer", "fused")
+
+# K/V writes longer than `banks` tokens: the extra V column is measured at up to this many
+# times `banks` tokens (Components.kv_write).
+COLUMN_PIECE_BANKS = 4
 
 
 def _ceil(a: int, b: int) -> int:
@@ -105,6 +110,7 @@ class Components:
         L = self.sim.layout
         self.banks = L.banks
         self.elems_per_row = L.elems_per_row
+        self.tokens_per_burst = L.burst_bytes // 2  # V: a burst holds this many tokens of one dimension
 
     # ------------------------------------------------------------------ weight streams
     def stream_class(self, tokens: int) -> int:
@@ -306,19 +312,33 @@ class Components:
         tokens the key is (tokens, position modulo `banks`): the banks and rows the K
         writes hit relative to each other repeat with that period, and a V write touches
         one burst column of every dimension's row wherever the token is (a chunk that
-        crosses a 512-token V block boundary is taken as one that does not). Above `banks`
-        tokens, where writes stream at the channel's bandwidth: measured at banks * 2^k
-        around q_len (same alignment) and interpolated linearly."""
+        crosses a 512-token V block boundary is taken as one that does not).
+
+        Above `banks` tokens the writes stream, and what they cost is linear in two counts:
+        the tokens (K: a token's key fills whole bursts of one row, row after row) and the
+        V burst columns the chunk spans (each one a burst in every dimension's row, one
+        activation apiece), which steps with the chunk's position: 40 tokens span two
+        columns, 32 aligned ones one. Per octave lo = banks * 2^k <= q_len < 2 lo, (lo, 0)
+        and (2 lo, 0) are measured, and a column costs what (c, 1) - (c, 0) measure (one
+        more column, the same tokens) with c = min(lo, COLUMN_PIECE_BANKS * banks): the
+        work is W(lo, 0) + per_token * (q_len - lo) + per_column * (columns - lo /
+        tokens_per_burst). (Measuring the column at every octave would cost as much again
+        as the octave's pieces, for a column that matters less the longer the chunk.)"""
         g = self.banks
         if q_len <= g:
             return self._write_at(q_len, kv_len % g)
         lo = g
         while lo * 2 <= q_len:
             lo *= 2
-        a = self._write_at(lo, kv_len % g)
-        if lo == q_len:
+        tpb = self.tokens_per_burst
+        cols = _ceil(kv_len + q_len, tpb) - kv_len // tpb
+        a = self._write_at(lo, 0)
+        if q_len == lo and cols == lo // tpb:
             return a
-        return _mix(a, self._write_at(2 * lo, kv_len % g), (q_len - lo) / lo)
+        c = min(lo, COLUMN_PIECE_BANKS * g)
+        per_col = _sub(self._write_at(c, 1), self._write_at(c, 0))
+        dq = _sub(_sub(self._write_at(2 * lo, 0), a), per_col, lo // tpb)
+        return _add(_add(a, dq, (q_len - lo) / lo), per_col, cols - lo // tpb)
 
     def _write_at(self, q_len: int, offset: int) -> ChannelWork:
         key = (q_len, offset)
@@ -332,17 +352,24 @@ class Components:
         return got
 
     def kv_read(self, kv_len: int) -> ChannelWork:
-        """Reading the cached K and V of kv_len tokens (attention on the NPU): measured at
-        multiples of `banks` tokens, interpolated in between."""
+        """Reading the cached K and V of kv_len tokens (attention on the NPU). K is read
+        token by token (linear in tokens), V a burst column of 32 tokens at a time in every
+        dimension's row, so the reads step up at every multiple of `banks` (= the tokens of
+        a V burst column here) tokens: 33 tokens read as many V bursts as 64. Measured at
+        the multiples m of `banks` and one token above each; between m + 1 and the next
+        multiple (the same V columns) interpolated linearly. Below `banks` tokens (a few
+        hundred bursts, where latency rather than bandwidth counts) measured at each
+        count."""
         if kv_len <= 0:
             return ZERO_WORK
         g = self.banks
         lo = (kv_len // g) * g
-        b = self._read_at(lo + g) if lo != kv_len else None
-        a = self._read_at(lo) if lo > 0 else ZERO_WORK
-        if b is None:
+        if lo == kv_len or lo == 0:
+            return self._read_at(kv_len)
+        a = self._read_at(lo + 1)
+        if kv_len == lo + 1:
             return a
-        return _mix(a, b, (kv_len - lo) / g)
+        return _mix(a, self._read_at(lo + g), (kv_len - lo - 1) / (g - 1))
 
     def _read_at(self, kv_len: int) -> ChannelWork:
         got = self._read.get(kv_len)
@@ -458,6 +485,16 @@ def _mix(a: ChannelWork, b: ChannelWork, f: float) -> ChannelWork:
         pim_busy=a.pim_busy + (b.pim_busy - a.pim_busy) * f,
         stats=a.stats + (b.stats - a.stats) * f,
     )
+
+
+def _sub(a: ChannelWork, b: ChannelWork, f: float = 1.0) -> ChannelWork:
+    """a - f * b, field by field."""
+    return ChannelWork(*(x - f * y for x, y in zip(a, b)))
+
+
+def _add(a: ChannelWork, b: ChannelWork, f: float = 1.0) -> ChannelWork:
+    """a + f * b, field by field."""
+    return ChannelWork(*(x + f * y for x, y in zip(a, b)))
 
 
 def _interpolate(a: StreamMeasure, lo: int, b: StreamMeasure, hi: int, s: int) -> StreamMeasure:
