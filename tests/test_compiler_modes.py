@@ -136,6 +136,19 @@ def test_steady_reuse_is_exact_to_the_cycle(case):
     assert steady.ops == exact.ops
 
 
+def test_the_state_signature_knows_the_engine_states_layout():
+    """`IterationSimulator.state_signature` reads the engine state column by column: when
+    the layout changes, it must be looked at again (a new column with cycles or rows in it
+    would otherwise let two different states pass as equal)."""
+    from neupims_py.engine import dram as eng
+    from neupims_py.formats import NUM_CMDS
+    assert eng.DramState._fields == ("glob", "bank", "rank", "chan", "queue", "tq", "rkeys", "rvals",
+                                     "wkeys", "wvals", "stats", "lat_hist", "rule_span"), \
+        "the engine state changed: update IterationSimulator.state_signature"
+    assert (eng.BK_COLS, eng.RK_COLS, eng.CH_REFQ, eng.QU_ITEMS) == (NUM_CMDS + 6, 9, 16, 2), \
+        "the engine state's columns changed: update IterationSimulator.state_signature"
+
+
 def test_no_steady_reuse_when_layers_cannot_be_renamed_into_each_other():
     """A layer whose weights are not a whole number of rows across all banks puts the next
     layer's weights at other channels and banks: no state can stand for another layer's,

@@ -217,7 +217,13 @@ class IterationSimulator:
         are one value where only "not before" is asked of them (earliest-issue cycles,
         ready bounds, wake-ups, the tFAW window); the stats-only interval starts count when
         their interval is open. None when layers cannot be renamed into each other or work
-        is still in flight."""
+        is still in flight.
+
+        Left out, as they hold nothing between phases: the transaction queues, write buffer
+        and their address tables (empty: checked through the channel's lengths), command
+        queue items (lengths checked), counters (stats, latency histogram) and the
+        constant rule spans. tests/test_compiler_modes.py pins the engine state's layout
+        this reads, so a change there is seen."""
         rpl = self._weight_rows_per_layer()
         st = self.state
         if rpl is None or st.glob[eng.G_FLUSH] != 0:
