@@ -244,7 +244,6 @@ class IterationSimulator:
 
         tfaw = self.mem.timing.tFAW
         bank, rank = st.bank, st.rank
-        nc = eng.NUM_CMDS
         refq = ch_[:, eng.CH_REFQ:]
         refq = np.where(np.arange(refq.shape[1]) < ch_[:, eng.CH_REFQ_LEN, None], refq, -1)
         pim_mode = ch_[:, eng.CH_PIM_MODE]
@@ -252,7 +251,7 @@ class IterationSimulator:
         slot = (rank[:, eng.RK_FAW_HEAD, None] + np.arange(4)) % 4
         faw = np.take_along_axis(rank[:, eng.RK_FAW:eng.RK_FAW + 4], slot, axis=1)
         parts = {
-            "bank_next": rel(bank[:, :nc], 0),
+            "bank_next": rel(st.tnext, 0),
             "open_row": rows(bank[:, eng.BK_OPEN_ROW]),
             "hits": bank[:, eng.BK_HITS],
             "pim_row": rows(bank[:, eng.BK_PIM_ROW]),
@@ -260,7 +259,7 @@ class IterationSimulator:
             "faw": rel(faw, -tfaw),
             "rank_since": np.where(rank[:, eng.RK_OPEN] > 0, rel(rank[:, eng.RK_SINCE], -eng.INF), 0),
             "chan": ch_[:, [eng.CH_DRAINING, eng.CH_QIDX, eng.CH_REFQ_LEN, eng.CH_IN_REF, eng.CH_REF_RANK,
-                            eng.CH_REF_NEXT_RANK, eng.CH_QMASK, eng.CH_QDIRTY]],
+                            eng.CH_REF_NEXT_RANK, eng.CH_QMASK, eng.CH_QDIRTY, eng.CH_STUCK]],
             "pim_mode": pim_mode,
             "pim_since": np.where(pim_mode != 0, rel(ch_[:, eng.CH_PIM_SINCE], -eng.INF), 0),
             "next_ref": rel(ch_[:, eng.CH_NEXT_REF], -eng.INF),
