@@ -90,7 +90,7 @@ C_END = 3  # cycle the last read returned / last write was acknowledged
 C_LAST_WRITE_ISSUE = 4  # cycle the last buffered write was issued
 C_MAX_INJECT = 5  # requests the front end may offer per cycle
 C_START = 6  # cycle of request time 0
-C_UNUSED7 = 7
+C_QUIET = 7  # a step without ticks still to make (run_requests), -1: none
 C_LOG_N = 8  # commands recorded in the log so far
 C_LOG_ON = 9
 C_PENDING_WRITES = 10  # writes in buffers / command queues, not yet issued
@@ -534,6 +534,7 @@ def new_ctl(start: int, max_inject: int, log_on: bool) -> np.ndarray:
     ctl[C_MAX_INJECT] = max_inject
     ctl[C_START] = start
     ctl[C_LOG_ON] = 1 if log_on else 0
+    ctl[C_QUIET] = -1
     return ctl
 
 
@@ -1399,6 +1400,59 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
 
 
 @kernel(inline="always")
+def _may_move(p, s, ch):
+    """Whether _schedule_transaction could move a transaction now (False: certainly not)."""
+    wl = s.chan[ch, CH_WB_LEN]
+    if s.chan[ch, CH_DRAINING] > 0 or (
+        wl > 0
+        and (
+            wl >= p.write_buffer_size
+            or (wl > p.write_drain_threshold and s.chan[ch, CH_CQ_TOTAL] == 0)
+            or s.glob[G_FLUSH] != 0
+        )
+    ):
+        return (s.chan[ch, CH_STUCK] & 2) == 0
+    return s.chan[ch, CH_RQ_LEN] > 0 and (s.chan[ch, CH_STUCK] & 1) == 0
+
+
+@kernel(inline="always")
+def _wake_after_change(p, s, b, ch, c):
+    """The next cycle to tick a channel whose state changed at cycle c: c + 1 if anything
+    may happen then, else the earliest cycle a command can become ready (the command queues
+    whose bound the change reset are searched now, as at c + 1). Refresh, PIM streams and
+    channels without the queue bitmasks simply come back at c + 1."""
+    nxt = c + 1
+    if (
+        s.chan[ch, CH_REFQ_LEN] > 0
+        or s.chan[ch, CH_NEXT_REF] <= nxt
+        or s.chan[ch, CH_PIM_MODE] != 0
+        or s.queue.shape[1] > MASK_QUEUES
+        or _may_move(p, s, ch)
+    ):
+        return nxt
+    live = s.chan[ch, CH_QMASK]
+    m = live & s.chan[ch, CH_QDIRTY]
+    while m != 0:
+        q = ctz(m)
+        m &= m - 1
+        if s.queue[ch, q, QU_LB] <= nxt:
+            need, k = _first_ready_in_queue(s.bank, s.tnext, s.rank, s.queue, b.req, ch, q, nxt, p.close_page,
+                                            p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
+            if need >= 0:
+                return nxt
+        s.chan[ch, CH_QDIRTY] &= ~(1 << q)
+        if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
+            s.chan[ch, CH_MINLB] = s.queue[ch, q, QU_LB]
+    t = s.chan[ch, CH_NEXT_REF]
+    while live != 0:
+        q = ctz(live)
+        live &= live - 1
+        if s.queue[ch, q, QU_LB] < t:
+            t = s.queue[ch, q, QU_LB]
+    return t if t > nxt else nxt
+
+
+@kernel(inline="always")
 def _next_event(p, s, b, pb, ch, clk):
     """Earliest cycle after clk at which an idle channel's state could change."""
     t = s.chan[ch, CH_NEXT_REF]
@@ -1560,6 +1614,10 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
                 t = clk
             if t < s.chan[ch, CH_WAKE]:
                 s.chan[ch, CH_WAKE] = t
+    # A channel whose state changed at cycle c is visited again at c + 1 only if something
+    # can happen then (``_wake_after_change``). The loop still visits c + 1 as a step without
+    # ticks (ctl[C_QUIET]), as if every changed channel came back then: the front end offers, the phases
+    # and the clock left in the state are those of a visit of every changed channel at c + 1.
     while True:
         if ctl[C_LOG_ON] != 0 and ctl[C_LOG_N] + 2 * nch > log_cap:
             s.glob[G_CLK] = clk
@@ -1568,6 +1626,8 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
         for ch in range(nch):
             if s.chan[ch, CH_WAKE] < c:
                 c = s.chan[ch, CH_WAKE]
+        if 0 <= ctl[C_QUIET] < c:
+            c = ctl[C_QUIET]
         for k in range(b.inj.shape[0]):
             if b.inj[k, IJ_NEXT] < b.inj[k, IJ_END] and b.inj[k, IJ_BLOCKED] == 0:
                 t = ctl[C_START] + b.req[b.inj[k, IJ_NEXT], RQ_CYCLE]
@@ -1593,11 +1653,17 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
             s.glob[G_CLK] = clk
             return 0
         ctl[C_STEPS] += 1
+        ctl[C_QUIET] = -1
         for ch in range(nch):
             if s.chan[ch, CH_WAKE] <= c:
                 ctl[C_TICKS] += 1
                 if _tick_channel(p, s, b, pb, nt, ctl, log, ch, c):
-                    s.chan[ch, CH_WAKE] = c + 1
+                    if pb.pc[ch] < pb.end[ch]:
+                        s.chan[ch, CH_WAKE] = c + 1
+                    else:
+                        s.chan[ch, CH_WAKE] = _wake_after_change(p, s, b, ch, c)
+                        if s.chan[ch, CH_WAKE] > c + 1:
+                            ctl[C_QUIET] = c + 1
                 else:
                     s.chan[ch, CH_WAKE] = _next_event(p, s, b, pb, ch, c)
         # the front end offers requests after the memory ticked
