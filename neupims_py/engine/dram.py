@@ -90,7 +90,7 @@ C_END = 3  # cycle the last read returned / last write was acknowledged
 C_LAST_WRITE_ISSUE = 4  # cycle the last buffered write was issued
 C_MAX_INJECT = 5  # requests the front end may offer per cycle
 C_START = 6  # cycle of request time 0
-C_UNUSED7 = 7
+C_QUIET = 7  # a step without ticks still to make (run_requests), -1: none
 C_LOG_N = 8  # commands recorded in the log so far
 C_LOG_ON = 9
 C_PENDING_WRITES = 10  # writes in buffers / command queues, not yet issued
@@ -148,14 +148,17 @@ class DramParams(NamedTuple):
 
 # Column layouts of the packed state arrays. A few dense 2-D arrays instead of one array
 # per field: every array argument costs registers and stack traffic in each kernel.
-# The earliest issue cycle of each command at each bank is tnext[cmd, bank]: a rule raises a
-# contiguous range of banks (a relation's banks) in one vectorised loop.
+# The earliest issue cycle of command c at bank b is the largest of three values: the bank's
+# own tnext[c, b], its bank group's floor[c, bank[b, BK_FBG]] and its rank's
+# floor[c, bank[b, BK_FRK]] (``_ready_at``). A rule that reaches every bank of a bank group
+# or a rank raises one floor instead of each bank (``rule_plans``).
 BK_OPEN_ROW = 0  # bank[b, BK_OPEN_ROW]: the open row, -1 if none
 BK_HITS = 1  # column commands since the row opened
 BK_PIM_ROW = 2  # row open in the PIM row buffer, -1 if none
 BK_RANK, BK_BG, BK_BA = 3, 4, 5  # the bank's place (fixed):
 # rank in its channel, bank group, bank; kept so the hot path needs no integer division
-BK_COLS = 6
+BK_FBG, BK_FRK = 6, 7  # the bank's columns of `floor`: its bank group's, its rank's (fixed)
+BK_COLS = 8
 
 RK_OPEN, RK_SINCE, RK_FAW_HEAD, RK_FAW_N, RK_PIM_OPEN = 0, 1, 2, 3, 4
 RK_FAW = 5  # four slots: cycles of the last four ACTs (ring)
@@ -221,8 +224,8 @@ RQ_COLS = 17
 class DramState(NamedTuple):
     """Controller and bank state of every channel; survives between calls.
 
-    bank[global bank, BK_*]: per-bank row-buffer state; tnext[cmd, global bank] the
-    earliest issue cycle of each command.
+    bank[global bank, BK_*]: per-bank row-buffer state; tnext[cmd, global bank] and
+    floor[cmd, bank group | rank] the earliest issue cycle of each command (``_ready_at``).
     rank[ch * ranks + rank, RK_*]: open banks, activity, the tFAW window, PIM rows.
     chan[ch, CH_*]: queue lengths, drain and refresh state, the next wake-up cycle.
     queue[ch, q, QU_*]: the command queues (one per bank, or per rank).
@@ -233,6 +236,7 @@ class DramState(NamedTuple):
     glob: np.ndarray  # [G_CLK] next cycle to simulate, [G_FLUSH] drain every buffered write
     bank: np.ndarray
     tnext: np.ndarray
+    floor: np.ndarray  # [cmd, global bank group], then [cmd, bank groups + global rank]
     rank: np.ndarray
     chan: np.ndarray
     queue: np.ndarray
@@ -243,8 +247,8 @@ class DramState(NamedTuple):
     wvals: np.ndarray
     stats: np.ndarray  # [ch, Stat]
     lat_hist: np.ndarray  # [ch, READ_LAT_BINS]
-    rule_span: np.ndarray  # [rel, cmd, :]: the rules p.rel_lat[rel, cmd, n] != NO_RULE as a
-    # count m then m pairs (n, latency); from the params, never changes
+    rule_plan: np.ndarray  # [cmd, :]: how a command raises the earliest-issue cycles
+    # (``rule_plans``); from the params, never changes
 
     # Named views for Python code and tests (kernels index the packed arrays).
     @property
@@ -253,7 +257,9 @@ class DramState(NamedTuple):
 
     @property
     def bank_next(self):
-        return self.tnext.T
+        f = self.floor[:, self.bank[:, BK_FBG]]
+        r = self.floor[:, self.bank[:, BK_FRK]]
+        return np.maximum(np.maximum(self.tnext, f), r).T
 
     @property
     def open_row(self):
@@ -382,6 +388,9 @@ def new_state(p: DramParams) -> DramState:
     bank[:, BK_RANK] = local // (p.bankgroups * p.banks_per_group)
     bank[:, BK_BG] = local % (p.bankgroups * p.banks_per_group) // p.banks_per_group
     bank[:, BK_BA] = local % p.banks_per_group
+    n_groups = nch * nr * p.bankgroups
+    bank[:, BK_FBG] = np.arange(nb) // p.banks_per_group
+    bank[:, BK_FRK] = n_groups + np.arange(nb) // (p.bankgroups * p.banks_per_group)
     chan = np.zeros((nch, CH_REFQ + 4 * nr), np.int64)
     chan[:, CH_QIDX] = 0  # DRAMsim3: queue_idx_ starts at 0 and is advanced before use
     chan[:, CH_NEXT_REF] = first_ref
@@ -390,6 +399,7 @@ def new_state(p: DramParams) -> DramState:
         glob=np.zeros(2, np.int64),
         bank=bank,
         tnext=np.zeros((NUM_CMDS, nb), np.int64),
+        floor=np.zeros((NUM_CMDS, n_groups + nch * nr), np.int64),
         rank=np.zeros((nch * nr, RK_COLS), np.int64),
         chan=chan,
         queue=np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64),
@@ -400,21 +410,48 @@ def new_state(p: DramParams) -> DramState:
         wvals=wvals,
         stats=np.zeros((nch, NUM_STATS), np.int64),
         lat_hist=np.zeros((nch, READ_LAT_BINS), np.int64),
-        rule_span=rule_spans(p),
+        rule_plan=rule_plans(p),
     )
 
 
-def rule_spans(p: DramParams) -> np.ndarray:
-    """[rel, cmd] -> m, n_1, lat_1, ..., n_m, lat_m: the timed `next` commands n that a
-    `cmd` constrains at a bank in relation `rel`, and the latencies."""
-    span = np.zeros((NUM_RELS, NUM_CMDS, 1 + 2 * p.n_timed), np.int64)
-    for rel in range(NUM_RELS):
-        for cmd in range(NUM_CMDS):
-            ruled = np.flatnonzero(p.rel_lat[rel, cmd, : p.n_timed] != NO_RULE)
-            span[rel, cmd, 0] = len(ruled)
-            span[rel, cmd, 1 : 1 + 2 * len(ruled) : 2] = ruled
-            span[rel, cmd, 2 : 2 + 2 * len(ruled) : 2] = p.rel_lat[rel, cmd, ruled]
-    return span
+PL_N, PL_BANK, PL_SIBS, PL_OWN_BG, PL_OTHER_BGS, PL_OWN_RANK, PL_OTHER_RANKS = range(7)
+PL_W = 7
+
+
+def rule_plans(p: DramParams) -> np.ndarray:
+    """[cmd] -> m, then m rows of PL_W: for each command n that `cmd` constrains, the
+    latencies (NO_RULE: none) to apply to the issuing bank, to the other banks of its bank
+    group (one by one), to its bank group's floor, to the floors of the rank's other bank
+    groups, to its rank's floor and to the other ranks' floors.
+
+    With Lb, Lg, Lr, Lo the latencies of the rules (cmd, n) at the same bank, same bank
+    group, same rank and the other ranks: the rank floor gets min(Lb, Lg, Lr), the bank
+    group floor min(Lb, Lg), the other bank groups Lr, and the banks what the floors leave
+    short. Every bank ends at exactly the largest latency of the rules that reach it (a
+    floor is never above a rule of a bank it covers), so the cycles are those of raising
+    each bank."""
+    plan = np.zeros((NUM_CMDS, 1 + PL_W * p.n_timed), np.int64)
+    for cmd in range(NUM_CMDS):
+        m = 0
+        for n in range(p.n_timed):
+            lb, lg, lr, lo = (int(p.rel_lat[rel, cmd, n]) for rel in range(NUM_RELS))
+            if max(lb, lg, lr, lo) == NO_RULE:
+                continue
+            row = np.full(PL_W, NO_RULE, np.int64)
+            row[PL_N] = n
+            fr = min(lb, lg, lr)
+            fg = min(lb, lg)
+            row[PL_OWN_RANK] = fr
+            row[PL_OWN_BG] = fg if fg > fr else NO_RULE
+            row[PL_OTHER_BGS] = lr if lr > fr else NO_RULE
+            floor_own = max(fr, fg)
+            row[PL_BANK] = lb if lb > floor_own else NO_RULE
+            row[PL_SIBS] = lg if lg > floor_own else NO_RULE
+            row[PL_OTHER_RANKS] = lo
+            plan[cmd, 1 + PL_W * m : 1 + PL_W * (m + 1)] = row
+            m += 1
+        plan[cmd, 0] = m
+    return plan
 
 
 @kernel
@@ -534,6 +571,7 @@ def new_ctl(start: int, max_inject: int, log_on: bool) -> np.ndarray:
     ctl[C_MAX_INJECT] = max_inject
     ctl[C_START] = start
     ctl[C_LOG_ON] = 1 if log_on else 0
+    ctl[C_QUIET] = -1
     return ctl
 
 
@@ -554,40 +592,64 @@ def _faw_ready(p, s, rk):
 
 
 @kernel(inline="always")
-def _raise_range(s, first, end, n, t):
-    for tb in range(first, end):
-        s.tnext[n, tb] = max(s.tnext[n, tb], t)
+def _ready_at(bank, tnext, floor, cmd, gb):
+    """Earliest issue cycle of `cmd` at bank gb: its own, its bank group's, its rank's."""
+    t = tnext[cmd, gb]
+    f = floor[cmd, bank[gb, BK_FBG]]
+    if f > t:
+        t = f
+    f = floor[cmd, bank[gb, BK_FRK]]
+    if f > t:
+        t = f
+    return t
+
+
+@kernel(inline="always")
+def _raise(a, n, i, t):
+    if t > a[n, i]:
+        a[n, i] = t
 
 
 @kernel(inline="always")
 def _apply_rules(p, s, ch, rank, bg, ba, cmd, clk):
-    """Raise the earliest-issue cycles of every bank of the channel that `cmd` constrains.
-
-    By relation, then rule, then the banks in that relation (contiguous ranges: the rank's
-    other bank groups, the bank group's other banks, the other ranks): each latency is read
-    once per command, not once per bank."""
+    """Raise the earliest-issue cycles that `cmd` constrains, as its plan says
+    (``rule_plans``): floors of bank groups and ranks, and single banks."""
     bpg = p.banks_per_group
-    per_rank = p.bankgroups * bpg
-    base = ch * p.ranks * per_rank  # the channel's first bank
-    own = base + rank * per_rank  # the rank's
-    grp = own + bg * bpg  # the bank group's
+    nbg = p.bankgroups
+    rk = ch * p.ranks + rank
+    grp = (rk * nbg + bg) * bpg  # the bank group's first bank
     me = grp + ba
-    for rel in range(NUM_RELS):
-        for j in range(s.rule_span[rel, cmd, 0]):
-            n = s.rule_span[rel, cmd, 1 + 2 * j]
-            t = clk + s.rule_span[rel, cmd, 2 + 2 * j]
-            if rel == REL_SAME_BANK:
-                if t > s.tnext[n, me]:
-                    s.tnext[n, me] = t
-            elif rel == REL_SAME_BG:
-                _raise_range(s, grp, me, n, t)
-                _raise_range(s, me + 1, grp + bpg, n, t)
-            elif rel == REL_SAME_RANK:
-                _raise_range(s, own, grp, n, t)
-                _raise_range(s, grp + bpg, own + per_rank, n, t)
-            else:
-                _raise_range(s, base, own, n, t)
-                _raise_range(s, own + per_rank, base + p.ranks * per_rank, n, t)
+    g0 = rk * nbg  # floor column of the rank's first bank group
+    rcol = p.channels * p.ranks * nbg  # floor column of the channel's first rank...
+    r0 = rcol + ch * p.ranks
+    plan = s.rule_plan
+    for j in range(plan[cmd, 0]):
+        o = 1 + PL_W * j
+        n = plan[cmd, o + PL_N]
+        lat = plan[cmd, o + PL_OWN_RANK]
+        if lat != NO_RULE:
+            _raise(s.floor, n, r0 + rank, clk + lat)
+        lat = plan[cmd, o + PL_OWN_BG]
+        if lat != NO_RULE:
+            _raise(s.floor, n, g0 + bg, clk + lat)
+        lat = plan[cmd, o + PL_BANK]
+        if lat != NO_RULE:
+            _raise(s.tnext, n, me, clk + lat)
+        lat = plan[cmd, o + PL_SIBS]
+        if lat != NO_RULE:
+            for tb in range(grp, grp + bpg):
+                if tb != me:
+                    _raise(s.tnext, n, tb, clk + lat)
+        lat = plan[cmd, o + PL_OTHER_BGS]
+        if lat != NO_RULE:
+            for g in range(nbg):
+                if g != bg:
+                    _raise(s.floor, n, g0 + g, clk + lat)
+        lat = plan[cmd, o + PL_OTHER_RANKS]
+        if lat != NO_RULE:
+            for r in range(p.ranks):
+                if r != rank:
+                    _raise(s.floor, n, r0 + r, clk + lat)
 
 
 @kernel(inline="always")
@@ -789,7 +851,7 @@ def _issue_call(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
 
 
 @kernel(inline="always")
-def _first_ready_in_queue(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
     When nothing is ready it records in q_lb a cycle before which no command of the queue
@@ -804,7 +866,7 @@ def _first_ready_in_queue(bank, tnext, rank, queue, req, ch, q, clk, close_page,
     n = queue[ch, q, QU_LEN]
     base = QU_ITEMS + 2 * queue[ch, q, QU_HEAD]
     if per_bank:
-        return _first_ready_one_bank(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw,
+        return _first_ready_one_bank(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw,
                                      row_hit_cap, n, base)
     lb = INF
     for k in range(n):
@@ -821,7 +883,7 @@ def _first_ready_in_queue(bank, tnext, rank, queue, req, ch, q, clk, close_page,
             need = WRA if close_page else WR
         else:
             need = RDA if close_page else RD
-        bt = tnext[need, gb]
+        bt = _ready_at(bank, tnext, floor, need, gb)
         if need == ACT:
             rk = ch * ranks + bank[gb, BK_RANK]
             if rank[rk, RK_FAW_N] >= 4:
@@ -874,7 +936,7 @@ def _rw_dependency(queue, req, ch, q, base, k, key):
 
 
 @kernel(inline="always")
-def _first_ready_one_bank(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
+def _first_ready_one_bank(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
     """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
     A miss behind the first item is always held (ArbitratePrecharge: an earlier command to
@@ -884,7 +946,7 @@ def _first_ready_one_bank(bank, tnext, rank, queue, req, ch, q, clk, close_page,
     gb = key0 >> KEY_BANK_SHIFT
     orow = bank[gb, BK_OPEN_ROW]
     if orow < 0:
-        bt = tnext[ACT, gb]
+        bt = _ready_at(bank, tnext, floor, ACT, gb)
         rk = ch * ranks + bank[gb, BK_RANK]
         if rank[rk, RK_FAW_N] >= 4:
             f = rank[rk, RK_FAW + rank[rk, RK_FAW_HEAD]] + tfaw
@@ -901,9 +963,9 @@ def _first_ready_one_bank(bank, tnext, rank, queue, req, ch, q, clk, close_page,
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
-    t_pre = tnext[PRE, gb]
-    t_rd = tnext[rd, gb]
-    t_wr = tnext[wr, gb]
+    t_pre = _ready_at(bank, tnext, floor, PRE, gb)
+    t_rd = _ready_at(bank, tnext, floor, rd, gb)
+    t_wr = _ready_at(bank, tnext, floor, wr, gb)
     if (key0 >> 1) & KEY_ROW_MASK != orow and clk >= t_pre:
         # the first item's precharge, unless hits on the open row come first (row-hit cap)
         hits = False
@@ -938,9 +1000,9 @@ def _first_ready_one_bank(bank, tnext, rank, queue, req, ch, q, clk, close_page,
 
 
 @kernel
-def _first_ready_call(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_call(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """_first_ready_in_queue as a call, for the rare channels with over MASK_QUEUES queues."""
-    return _first_ready_in_queue(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+    return _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
 
 
 @kernel(inline="always")
@@ -953,7 +1015,7 @@ def _queue_in_ref(p, s, ch, q):
 
 
 @kernel(inline="always")
-def _scan_queues(bank, tnext, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
+def _scan_queues(bank, tnext, floor, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
     """DRAMsim3 GetCommandToIssue: round-robin over the command queues; (cmd, queue, pos).
 
     per_rank_q: command queues per rank (the queues a refresh of that rank skips).
@@ -973,7 +1035,7 @@ def _scan_queues(bank, tnext, rank, chan, queue, req, ch, clk, close_page, ranks
                 continue
             if in_ref != 0 and q // per_rank_q == ref_rank:
                 continue
-            need, k = _first_ready_call(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_call(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 return need, q, k
@@ -1000,7 +1062,7 @@ def _scan_queues(bank, tnext, rank, chan, queue, req, ch, clk, close_page, ranks
                 if lbq < least:
                     least = lbq
                 continue
-            need, k = _first_ready_in_queue(bank, tnext, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 if least < chan[ch, CH_MINLB]:
@@ -1020,7 +1082,7 @@ def _scan_queues(bank, tnext, rank, chan, queue, req, ch, clk, close_page, ranks
 @kernel(inline="always")
 def _command_to_issue(p, s, b, ch, clk):
     per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
-    return _scan_queues(s.bank, s.tnext, s.rank, s.chan, s.queue, b.req, ch, clk, p.close_page, p.ranks,
+    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, b.req, ch, clk, p.close_page, p.ranks,
                         p.tFAW, p.row_hit_cap, per_rank_q, p.per_bank_queues)
 
 
@@ -1039,7 +1101,7 @@ def _finish_refresh(p, s, ch, clk):
     for i in range(per_rank):
         gb = base + i
         need = PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF
-        if clk < s.tnext[need, gb]:
+        if clk < _ready_at(s.bank, s.tnext, s.floor, need, gb):
             continue
         if need == PRE:
             return PRE, gb
@@ -1130,7 +1192,7 @@ def _bank_ready(s, first, count, stride, cmd):
     """Latest earliest-issue cycle of `cmd` over `count` banks from `first`."""
     t = 0
     for i in range(count):
-        v = s.tnext[cmd, first + i * stride]
+        v = _ready_at(s.bank, s.tnext, s.floor, cmd, first + i * stride)
         if v > t:
             t = v
     return t
@@ -1139,13 +1201,10 @@ def _bank_ready(s, first, count, stride, cmd):
 @kernel
 def _hold_pim_units(p, s, ch, rank, until):
     """COMPS_READRES keeps the rank's PIM units busy until `until`."""
-    per_rank = p.bankgroups * p.banks_per_group
-    base = (ch * p.ranks + rank) * per_rank
-    for i in range(per_rank):
-        gb = base + i
-        for c in (COMP, READRES, COMPS_READRES, PIM_PRECHARGE):
-            if s.tnext[c, gb] < until:
-                s.tnext[c, gb] = until
+    col = p.channels * p.ranks * p.bankgroups + ch * p.ranks + rank  # the rank's floor
+    for c in (COMP, READRES, COMPS_READRES, PIM_PRECHARGE):
+        if s.floor[c, col] < until:
+            s.floor[c, col] = until
 
 
 @kernel
@@ -1284,13 +1343,13 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
             orow = s.bank[gb, BK_OPEN_ROW]
             if orow != row:
                 if orow >= 0:
-                    t = s.tnext[PRE, gb]
+                    t = _ready_at(s.bank, s.tnext, s.floor, PRE, gb)
                     if clk < t:
                         pb.lb[ch] = t
                         return False
                     _issue_call(p, s, b, nt, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
                     return True
-                t = s.tnext[ACT, gb]
+                t = _ready_at(s.bank, s.tnext, s.floor, ACT, gb)
                 f = _faw_ready(p, s, ch * p.ranks + rank)
                 if f > t:
                     t = f
@@ -1299,7 +1358,7 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
                     return False
                 _issue_call(p, s, b, nt, ctl, log, ch, ACT, gb, row, 0, -1, -1, -1, clk)
                 return True
-            t = s.tnext[GWRITE, gb]
+            t = _ready_at(s.bank, s.tnext, s.floor, GWRITE, gb)
         elif cmd == G_ACT:
             first = base + pb.bg[i] * bpg
             row = pb.row[i]
@@ -1309,7 +1368,7 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
                 orow = s.bank[gb, BK_OPEN_ROW]
                 if orow >= 0 and (orow == row or not p.pim_dual):
                     # the normal row buffer must give the row (dual) or the bank (single) up
-                    t = s.tnext[PRE, gb]
+                    t = _ready_at(s.bank, s.tnext, s.floor, PRE, gb)
                     if clk >= t:
                         _issue_call(p, s, b, nt, ctl, log, ch, PRE, gb, orow, 0, -1, -1, -1, clk)
                         return True
@@ -1399,6 +1458,59 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
 
 
 @kernel(inline="always")
+def _may_move(p, s, ch):
+    """Whether _schedule_transaction could move a transaction now (False: certainly not)."""
+    wl = s.chan[ch, CH_WB_LEN]
+    if s.chan[ch, CH_DRAINING] > 0 or (
+        wl > 0
+        and (
+            wl >= p.write_buffer_size
+            or (wl > p.write_drain_threshold and s.chan[ch, CH_CQ_TOTAL] == 0)
+            or s.glob[G_FLUSH] != 0
+        )
+    ):
+        return (s.chan[ch, CH_STUCK] & 2) == 0
+    return s.chan[ch, CH_RQ_LEN] > 0 and (s.chan[ch, CH_STUCK] & 1) == 0
+
+
+@kernel(inline="always")
+def _wake_after_change(p, s, b, ch, c):
+    """The next cycle to tick a channel whose state changed at cycle c: c + 1 if anything
+    may happen then, else the earliest cycle a command can become ready (the command queues
+    whose bound the change reset are searched now, as at c + 1). Refresh, PIM streams and
+    channels without the queue bitmasks simply come back at c + 1."""
+    nxt = c + 1
+    if (
+        s.chan[ch, CH_REFQ_LEN] > 0
+        or s.chan[ch, CH_NEXT_REF] <= nxt
+        or s.chan[ch, CH_PIM_MODE] != 0
+        or s.queue.shape[1] > MASK_QUEUES
+        or _may_move(p, s, ch)
+    ):
+        return nxt
+    live = s.chan[ch, CH_QMASK]
+    m = live & s.chan[ch, CH_QDIRTY]
+    while m != 0:
+        q = ctz(m)
+        m &= m - 1
+        if s.queue[ch, q, QU_LB] <= nxt:
+            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, b.req, ch, q, nxt, p.close_page,
+                                            p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
+            if need >= 0:
+                return nxt
+        s.chan[ch, CH_QDIRTY] &= ~(1 << q)
+        if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
+            s.chan[ch, CH_MINLB] = s.queue[ch, q, QU_LB]
+    t = s.chan[ch, CH_NEXT_REF]
+    while live != 0:
+        q = ctz(live)
+        live &= live - 1
+        if s.queue[ch, q, QU_LB] < t:
+            t = s.queue[ch, q, QU_LB]
+    return t if t > nxt else nxt
+
+
+@kernel(inline="always")
 def _next_event(p, s, b, pb, ch, clk):
     """Earliest cycle after clk at which an idle channel's state could change."""
     t = s.chan[ch, CH_NEXT_REF]
@@ -1410,7 +1522,7 @@ def _next_event(p, s, b, pb, ch, clk):
         base = (ch * p.ranks + rank) * per_rank
         for i in range(per_rank):
             gb = base + i
-            bt = s.tnext[PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF, gb]
+            bt = _ready_at(s.bank, s.tnext, s.floor, PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF, gb)
             if clk < bt < t:
                 t = bt
     nq = s.queue.shape[1]
@@ -1560,6 +1672,10 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
                 t = clk
             if t < s.chan[ch, CH_WAKE]:
                 s.chan[ch, CH_WAKE] = t
+    # A channel whose state changed at cycle c is visited again at c + 1 only if something
+    # can happen then (``_wake_after_change``). The loop still visits c + 1 as a step without
+    # ticks (ctl[C_QUIET]), as if every changed channel came back then: the front end offers, the phases
+    # and the clock left in the state are those of a visit of every changed channel at c + 1.
     while True:
         if ctl[C_LOG_ON] != 0 and ctl[C_LOG_N] + 2 * nch > log_cap:
             s.glob[G_CLK] = clk
@@ -1568,6 +1684,8 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
         for ch in range(nch):
             if s.chan[ch, CH_WAKE] < c:
                 c = s.chan[ch, CH_WAKE]
+        if 0 <= ctl[C_QUIET] < c:
+            c = ctl[C_QUIET]
         for k in range(b.inj.shape[0]):
             if b.inj[k, IJ_NEXT] < b.inj[k, IJ_END] and b.inj[k, IJ_BLOCKED] == 0:
                 t = ctl[C_START] + b.req[b.inj[k, IJ_NEXT], RQ_CYCLE]
@@ -1593,11 +1711,17 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
             s.glob[G_CLK] = clk
             return 0
         ctl[C_STEPS] += 1
+        ctl[C_QUIET] = -1
         for ch in range(nch):
             if s.chan[ch, CH_WAKE] <= c:
                 ctl[C_TICKS] += 1
                 if _tick_channel(p, s, b, pb, nt, ctl, log, ch, c):
-                    s.chan[ch, CH_WAKE] = c + 1
+                    if pb.pc[ch] < pb.end[ch]:
+                        s.chan[ch, CH_WAKE] = c + 1
+                    else:
+                        s.chan[ch, CH_WAKE] = _wake_after_change(p, s, b, ch, c)
+                        if s.chan[ch, CH_WAKE] > c + 1:
+                            ctl[C_QUIET] = c + 1
                 else:
                     s.chan[ch, CH_WAKE] = _next_event(p, s, b, pb, ch, c)
         # the front end offers requests after the memory ticked
