@@ -43,6 +43,10 @@ from neupims_py.formats import NUM_STATS
 
 STREAM_KINDS = ("pre", "post", "layer", "fused")
 
+# Fractions of a weight stream that PIM beside it covers, at which its slowdown is measured
+# (Components.stream_slowdown), besides all of it.
+SLOW_FRACTIONS = (0.25, 0.5, 0.75, None)
+
 # K/V writes longer than `banks` tokens: the extra V column is measured at up to this many
 # times `banks` tokens (Components.kv_write).
 COLUMN_PIECE_BANKS = 4
@@ -98,7 +102,8 @@ class Components:
         self._decode: dict[tuple, ChannelWork] = {}
         self._write: dict[tuple, ChannelWork] = {}
         self._read: dict[int, ChannelWork] = {}
-        self._slow: dict[tuple[str, int], float] = {}
+        self._slow: dict[tuple[str, int], list] = {}
+        self._slow_runs: dict[tuple, tuple[float, float]] = {}
         self._beta: dict[bool, float] = {}
         npu = self.hw.npu
         mats = self.model.weight_matrices()
@@ -202,40 +207,68 @@ class Components:
         self.measured["stream"] += 1
         return got
 
-    def stream_slowdown(self, kind: str, tokens: int) -> float:
-        """gamma: how much longer the weight stream of `kind` takes while every channel runs
-        PIM GEMVs the whole time (dual row buffers still share the command bus and the tFAW
-        window), as a fraction of its time alone. Measured per stream class (and, above
-        min_rows, at the grid point at or below the count)."""
+    def stream_slowdown(self, kind: str, tokens: int, fraction: float = 1.0) -> float:
+        """How much longer the weight stream of `kind` takes, as a fraction of its time
+        alone S, while every channel runs PIM GEMVs for `fraction` * S cycles from its start
+        (dual row buffers still share the command bus and the tFAW window). Not
+        proportional to the fraction: the stream has slack (tiles wait for the arrays as
+        well as for DRAM), so a short stretch of PIM delays some weight reads that later
+        tiles catch up on. Measured per stream class (above min_rows at the grid point at
+        or below the count) with PIM over the whole stream and over about SLOW_FRACTIONS of
+        it (a number of one-token-group GEMVs back to back on each channel), interpolated
+        linearly in the fraction the PIM really covered (0 at 0)."""
         s = self.stream_class(tokens)
         if s != self.min_rows and not self.exact_tokens:
             s = max(p for p in self._grid_until(s) if p <= s)
         key = (kind, s)
-        got = self._slow.get(key)
-        if got is not None:
-            return got
+        pts = self._slow.get(key)
+        if pts is None:
+            pts = [(0.0, 0.0)] + [self._slowdown_at(kind, s, f) for f in SLOW_FRACTIONS]
+            pts.sort()
+            self._slow[key] = pts
+        if fraction >= pts[-1][0]:
+            return pts[-1][1]
+        for (f0, g0), (f1, g1) in zip(pts, pts[1:]):
+            if fraction <= f1:
+                return g0 + (g1 - g0) * (fraction - f0) / max(f1 - f0, 1e-12)
+        return pts[-1][1]
+
+    def _slowdown_at(self, kind: str, s: int, frac: float | None) -> tuple[float, float]:
+        """(fraction of the stream PIM covered, slowdown) with PIM on every channel for
+        about `frac` of the stream alone (None: longer than the stream, twice over)."""
         alone = self._stream_at(kind, s)
         S = alone.ends[-1]
-        kv = self.elems_per_row
-        while self.pim(kv).base < 2 * S:
-            kv *= 2
+        if frac is None:
+            kv, n = self.elems_per_row, 1
+            while self.pim(kv).base < 2 * S:
+                kv *= 2
+        else:
+            kv = self.banks
+            w = self.pim(kv)
+            n = max(1, int(round((frac * S - w.base) / max(w.step, 1.0))) + 1)
+        w = self.pim(kv)
+        covered = (w.base + (n - 1) * w.step) / S
+        got = self._slow_runs.get((kind, s, kv, n))
+        if got is not None:
+            return got
         T = 1 if s == self.min_rows else s
         ph = _new_phase(self.hw)
-        for layer, w in self.gemms(kind):
-            ph.gemm(self.hw.npu, f"{layer}.{w.name}", T, w.rows, w.cols, self.sim.w_base[(layer, w.name)])
+        for layer, mat in self.gemms(kind):
+            ph.gemm(self.hw.npu, f"{layer}.{mat.name}", T, mat.rows, mat.cols, self.sim.w_base[(layer, mat.name)])
         fakes = []
         for ch in range(self.sim.layout.channels):
-            e = self._fake_entry(1, kv, ch)
-            fakes.append(e.req)
-            self.sim._pim_gemv(ph, e, "attention_pim", -1)
+            for _ in range(n):
+                e = self._fake_entry(1, kv, ch)
+                fakes.append(e.req)
+                self.sim._pim_gemv(ph, e, "attention_pim", -1)
         res = run_phase(ph, self.sim)
         for r in fakes:
             self.sim.release(r)
-        layer, w = self.gemms(kind)[-1]
-        contended = res.ends[f"{layer}.{w.name}"] - join_tail(self.hw.npu, T)
-        got = max(0.0, (contended - S) / S)
-        self._slow[key] = got
+        layer, mat = self.gemms(kind)[-1]
+        contended = res.ends[f"{layer}.{mat.name}"] - join_tail(self.hw.npu, T)
         self.measured["stream"] += 1
+        got = (covered if frac is not None else max(covered, 1.0), max(0.0, (contended - S) / S))
+        self._slow_runs[(kind, s, kv, n)] = got
         return got
 
     def write_pim_overlap(self, q_len: int) -> float:

@@ -8,7 +8,8 @@ One interface, two implementations:
 - `ReuseCost` (the default) composes an iteration from cycle-level pieces simulated once
   and memoised (components.py): weight streams per token class; per request, the PIM
   attention, K/V writes and K/V reads it puts on its channel; and two calibrations (how
-  much a weight stream slows down while PIM runs beside it, `stream_slowdown`; how much
+  much a weight stream slows down while PIM runs beside it for a part of it,
+  `stream_slowdown`; how much
   K/V writes get in PIM's way on one channel, `write_pim_overlap`). The composition
   follows the phase structure of `IterationSimulator.plan()`:
 
@@ -589,7 +590,7 @@ class ReuseCost(CostModel):
         S = sm.ends[-1]
         slow = 1.0
         if pim_side:
-            slow += self.parts.stream_slowdown(kind, T) * min(1.0, pim_side / S)
+            slow += self.parts.stream_slowdown(kind, T, pim_side / S)
         ends = _replay(steps, [t * slow for t in sm.ends])
         npu_end = max(ends)
         j_end = ends[j] if j is not None else None
