@@ -316,6 +316,7 @@ class ReuseCost(CostModel):
         self.arrays = hw.npu.systolic_arrays
         self.layers = model.layers_per_stage
         self.exact_tokens = exact_tokens
+        self._runs: dict[tuple, list[tuple[int, int]]] = {}
 
     def describe(self):
         return {"cost_model": self.name, "exact_tokens": self.exact_tokens,
@@ -502,14 +503,17 @@ class ReuseCost(CostModel):
         """(first layer, count) of the runs of consecutive layers among the first `layers`
         whose weight streams of `kinds` are alike (Components.stream_layer): one run of all
         layers for a model whose layers line up with the address mapping."""
-        runs: list[list] = []
-        for layer in range(layers):
-            key = tuple(self.parts.stream_layer(k, layer) for k in kinds)
-            if runs and runs[-1][2] == key:
-                runs[-1][1] += 1
-            else:
-                runs.append([layer, 1, key])
-        return [(first, n) for first, n, _ in runs]
+        got = self._runs.get((kinds, layers))
+        if got is None:
+            runs: list[list] = []
+            for layer in range(layers):
+                key = tuple(self.parts.stream_layer(k, layer) for k in kinds)
+                if runs and runs[-1][2] == key:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([layer, 1, key])
+            got = self._runs[(kinds, layers)] = [(first, n) for first, n, _ in runs]
+        return got
 
     def _npu_only(self, acc: _Acc, batch, first: int, L: int, timeline: list | None = None):
         """One phase per layer (for the L layers from `first`, which stream alike): pre,
