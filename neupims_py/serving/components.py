@@ -43,6 +43,10 @@ from neupims_py.formats import NUM_STATS
 
 STREAM_KINDS = ("pre", "post", "layer", "fused")
 
+# Fractions of a weight stream that PIM beside it covers, at which its slowdown is measured
+# (Components.stream_slowdown), besides all of it.
+SLOW_FRACTIONS = (0.25, 0.5, 0.75, None)
+
 # K/V writes longer than `banks` tokens: the extra V column is measured at up to this many
 # times `banks` tokens (Components.kv_write).
 COLUMN_PIECE_BANKS = 4
@@ -93,12 +97,14 @@ class Components:
     def __post_init__(self) -> None:
         self.sim = IterationSimulator(self.hw, self.model)
         self.measured = {k: 0 for k in ("stream", "pim", "write", "read")}
-        self._streams: dict[tuple[str, int], StreamMeasure] = {}
+        self._streams: dict[tuple[str, int, int], StreamMeasure] = {}
+        self._stream_layers: dict[tuple[str, int], int] = {}
         self._pim: dict[tuple, ChannelWork] = {}
         self._decode: dict[tuple, ChannelWork] = {}
         self._write: dict[tuple, ChannelWork] = {}
         self._read: dict[int, ChannelWork] = {}
-        self._slow: dict[tuple[str, int], float] = {}
+        self._slow: dict[tuple[str, int], list] = {}
+        self._slow_runs: dict[tuple, tuple[float, float]] = {}
         self._beta: dict[bool, float] = {}
         npu = self.hw.npu
         mats = self.model.weight_matrices()
@@ -109,6 +115,10 @@ class Components:
         self._fake = -1
         L = self.sim.layout
         self.banks = L.banks
+        # address bits below the row field: with the row on top (rorabgbachco) one row of
+        # every bank of every channel; a mapping with fields above the row lumps more
+        # together (at worst every layer streams as the first, as taken before)
+        self.weight_period = 1 << int(self.sim.params.ro_shift)
         self.elems_per_row = L.elems_per_row
         self.tokens_per_burst = L.burst_bytes // 2  # V: a burst holds this many tokens of one dimension
 
@@ -119,34 +129,54 @@ class Components:
         s = max(tokens, 4)
         return self.min_rows if s <= self.min_rows else s
 
-    def gemms(self, kind: str) -> tuple:
-        """(layer, WeightMatrix) of each GEMM of a stream kind, in program order."""
-        second = 1 if self.model.layers_per_stage > 1 else 0
-        pre0 = [(0, w) for w in self.pre_mats]
-        post0 = [(0, w) for w in self.post_mats]
+    def gemms(self, kind: str, layer: int = 0) -> tuple:
+        """(layer, WeightMatrix) of each GEMM of a stream kind of `layer`, in program order
+        ('layer': its post, then the next layer's pre)."""
+        nxt = layer + 1 if layer + 1 < self.model.layers_per_stage else layer
+        pre = [(layer, w) for w in self.pre_mats]
+        post = [(layer, w) for w in self.post_mats]
         return {
-            "pre": pre0,
-            "post": post0,
-            "layer": post0 + [(second, w) for w in self.pre_mats],
-            "fused": pre0 + post0,
+            "pre": pre,
+            "post": post,
+            "layer": post + [(nxt, w) for w in self.pre_mats],
+            "fused": pre + post,
         }[kind]
 
-    def stream(self, kind: str, tokens: int) -> StreamMeasure:
-        """The weight stream of `kind` for `tokens` tokens (see the module docstring).
+    def stream_layer(self, kind: str, layer: int) -> int:
+        """The first layer whose stream of `kind` is the same as `layer`'s: weights at the
+        same addresses modulo `weight_period` (what the address mapping repeats with: one
+        row of every bank of every channel) hit the same channels, banks and relative rows,
+        so they stream alike. Layers of a real model all line up (their weights are whole
+        multiples of the period); a small model's need not, and its odd and even layers
+        then stream differently (the micro test model's post stream by 4 %)."""
+        key = (kind, layer)
+        got = self._stream_layers.get(key)
+        if got is None:
+            def sig(l):
+                return tuple(self.sim.w_base[(x, w.name)] % self.weight_period for x, w in self.gemms(kind, l))
+            mine = sig(layer)
+            got = next(l for l in range(layer + 1) if sig(l) == mine)
+            self._stream_layers[key] = got
+        return got
+
+    def stream(self, kind: str, tokens: int, layer: int = 0) -> StreamMeasure:
+        """The weight stream of `kind` of `layer` for `tokens` tokens (see the module
+        docstring); measured for the first layer that streams alike (`stream_layer`).
 
         Grid points are measured from the bottom up to the pair around the token count, so
         what a count gets never depends on which counts came before it."""
+        layer = self.stream_layer(kind, layer)
         s = self.stream_class(tokens)
         if s == self.min_rows or self.exact_tokens:
-            return self._stream_at(kind, s)
+            return self._stream_at(kind, s, layer)
         seen: list[tuple[int, StreamMeasure]] = []
         for p in self._grid():
             if p >= s:
                 if p == s:
-                    return self._stream_at(kind, s)
+                    return self._stream_at(kind, s, layer)
                 lo, a = seen[-1]
-                return _interpolate(a, lo, self._stream_at(kind, p), p, s)
-            seen.append((p, self._stream_at(kind, p)))
+                return _interpolate(a, lo, self._stream_at(kind, p, layer), p, s)
+            seen.append((p, self._stream_at(kind, p, layer)))
             if len(seen) >= 3 and _collinear(seen[-3:]) and self._compute_bound(kind, seen[-2:]):
                 return _extend(seen[-2], seen[-1], s)
         raise AssertionError("unreachable: the grid is unbounded")
@@ -178,8 +208,8 @@ class Components:
             k += 1
             p = max(p + 1, int(round(self.min_rows * self.grid_ratio ** k)))
 
-    def _stream_at(self, kind: str, s: int) -> StreamMeasure:
-        key = (kind, s)
+    def _stream_at(self, kind: str, s: int, layer: int = 0) -> StreamMeasure:
+        key = (kind, s, layer)
         got = self._streams.get(key)
         if got is not None:
             return got
@@ -187,11 +217,11 @@ class Components:
         npu = hw.npu
         ph = _new_phase(hw)
         T = 1 if s == self.min_rows else s
-        for layer, w in self.gemms(kind):
-            ph.gemm(npu, f"{layer}.{w.name}", T, w.rows, w.cols, self.sim.w_base[(layer, w.name)])
+        for lay, w in self.gemms(kind, layer):
+            ph.gemm(npu, f"{lay}.{w.name}", T, w.rows, w.cols, self.sim.w_base[(lay, w.name)])
         res = run_phase(ph, self.sim)
         tail = join_tail(npu, T)
-        ends = tuple(res.ends[f"{layer}.{w.name}"] - tail for layer, w in self.gemms(kind))
+        ends = tuple(res.ends[f"{lay}.{w.name}"] - tail for lay, w in self.gemms(kind, layer))
         got = StreamMeasure(
             ends=ends,
             array_busy=res.array_busy,
@@ -202,40 +232,68 @@ class Components:
         self.measured["stream"] += 1
         return got
 
-    def stream_slowdown(self, kind: str, tokens: int) -> float:
-        """gamma: how much longer the weight stream of `kind` takes while every channel runs
-        PIM GEMVs the whole time (dual row buffers still share the command bus and the tFAW
-        window), as a fraction of its time alone. Measured per stream class (and, above
-        min_rows, at the grid point at or below the count)."""
+    def stream_slowdown(self, kind: str, tokens: int, fraction: float = 1.0) -> float:
+        """How much longer the weight stream of `kind` takes, as a fraction of its time
+        alone S, while every channel runs PIM GEMVs for `fraction` * S cycles from its start
+        (dual row buffers still share the command bus and the tFAW window). Not
+        proportional to the fraction: the stream has slack (tiles wait for the arrays as
+        well as for DRAM), so a short stretch of PIM delays some weight reads that later
+        tiles catch up on. Measured per stream class (above min_rows at the grid point at
+        or below the count) with PIM over the whole stream and over about SLOW_FRACTIONS of
+        it (a number of one-token-group GEMVs back to back on each channel), interpolated
+        linearly in the fraction the PIM really covered (0 at 0)."""
         s = self.stream_class(tokens)
         if s != self.min_rows and not self.exact_tokens:
             s = max(p for p in self._grid_until(s) if p <= s)
         key = (kind, s)
-        got = self._slow.get(key)
-        if got is not None:
-            return got
+        pts = self._slow.get(key)
+        if pts is None:
+            pts = [(0.0, 0.0)] + [self._slowdown_at(kind, s, f) for f in SLOW_FRACTIONS]
+            pts.sort()
+            self._slow[key] = pts
+        if fraction >= pts[-1][0]:
+            return pts[-1][1]
+        for (f0, g0), (f1, g1) in zip(pts, pts[1:]):
+            if fraction <= f1:
+                return g0 + (g1 - g0) * (fraction - f0) / max(f1 - f0, 1e-12)
+        return pts[-1][1]
+
+    def _slowdown_at(self, kind: str, s: int, frac: float | None) -> tuple[float, float]:
+        """(fraction of the stream PIM covered, slowdown) with PIM on every channel for
+        about `frac` of the stream alone (None: longer than the stream, twice over)."""
         alone = self._stream_at(kind, s)
         S = alone.ends[-1]
-        kv = self.elems_per_row
-        while self.pim(kv).base < 2 * S:
-            kv *= 2
+        if frac is None:
+            kv, n = self.elems_per_row, 1
+            while self.pim(kv).base < 2 * S:
+                kv *= 2
+        else:
+            kv = self.banks
+            w = self.pim(kv)
+            n = max(1, int(round((frac * S - w.base) / max(w.step, 1.0))) + 1)
+        w = self.pim(kv)
+        covered = (w.base + (n - 1) * w.step) / S
+        got = self._slow_runs.get((kind, s, kv, n))
+        if got is not None:
+            return got
         T = 1 if s == self.min_rows else s
         ph = _new_phase(self.hw)
-        for layer, w in self.gemms(kind):
-            ph.gemm(self.hw.npu, f"{layer}.{w.name}", T, w.rows, w.cols, self.sim.w_base[(layer, w.name)])
+        for layer, mat in self.gemms(kind):
+            ph.gemm(self.hw.npu, f"{layer}.{mat.name}", T, mat.rows, mat.cols, self.sim.w_base[(layer, mat.name)])
         fakes = []
         for ch in range(self.sim.layout.channels):
-            e = self._fake_entry(1, kv, ch)
-            fakes.append(e.req)
-            self.sim._pim_gemv(ph, e, "attention_pim", -1)
+            for _ in range(n):
+                e = self._fake_entry(1, kv, ch)
+                fakes.append(e.req)
+                self.sim._pim_gemv(ph, e, "attention_pim", -1)
         res = run_phase(ph, self.sim)
         for r in fakes:
             self.sim.release(r)
-        layer, w = self.gemms(kind)[-1]
-        contended = res.ends[f"{layer}.{w.name}"] - join_tail(self.hw.npu, T)
-        got = max(0.0, (contended - S) / S)
-        self._slow[key] = got
+        layer, mat = self.gemms(kind)[-1]
+        contended = res.ends[f"{layer}.{mat.name}"] - join_tail(self.hw.npu, T)
         self.measured["stream"] += 1
+        got = (covered if frac is not None else max(covered, 1.0), max(0.0, (contended - S) / S))
+        self._slow_runs[(kind, s, kv, n)] = got
         return got
 
     def write_pim_overlap(self, q_len: int) -> float:

@@ -8,7 +8,8 @@ One interface, two implementations:
 - `ReuseCost` (the default) composes an iteration from cycle-level pieces simulated once
   and memoised (components.py): weight streams per token class; per request, the PIM
   attention, K/V writes and K/V reads it puts on its channel; and two calibrations (how
-  much a weight stream slows down while PIM runs beside it, `stream_slowdown`; how much
+  much a weight stream slows down while PIM runs beside it for a part of it,
+  `stream_slowdown`; how much
   K/V writes get in PIM's way on one channel, `write_pim_overlap`). The composition
   follows the phase structure of `IterationSimulator.plan()`:
 
@@ -315,6 +316,7 @@ class ReuseCost(CostModel):
         self.arrays = hw.npu.systolic_arrays
         self.layers = model.layers_per_stage
         self.exact_tokens = exact_tokens
+        self._runs: dict[tuple, list[tuple[int, int]]] = {}
 
     def describe(self):
         return {"cost_model": self.name, "exact_tokens": self.exact_tokens,
@@ -469,12 +471,15 @@ class ReuseCost(CostModel):
         batch = [e if isinstance(e, BatchEntry) else BatchEntry(*e) for e in batch]
         acc = _Acc()
         timeline: list | None = [] if self.trace else None
-        if not self.pim:
-            cycles, phases, sub = self._npu_only(acc, batch, timeline)
-        elif self.sim.interleaves(batch):
+        if self.sim.interleaves(batch) and self.pim:
             cycles, phases, sub = self._interleaved(acc, batch, timeline)
         else:
-            cycles, phases, sub = self._serial(acc, batch, timeline)
+            body, kinds = (self._npu_only, ("fused",)) if not self.pim else (self._serial, ("pre", "post"))
+            cycles, phases, sub = 0.0, None, 1
+            for first, n in self._layer_runs(kinds, self.layers):
+                c, ph, sub = body(acc, batch, first, n, timeline)
+                cycles += c
+                phases = phases or ph
         stats = acc.stats
         # time-proportional counters follow the composed iteration, not the pieces
         g = self.hw.memory.geometry
@@ -494,13 +499,30 @@ class ReuseCost(CostModel):
             timeline=tuple(timeline) if timeline is not None else (),
         )
 
-    def _npu_only(self, acc: _Acc, batch, timeline: list | None = None):
-        """One phase per layer: pre, attention on the NPU, post, weights as one stream. A
-        channel serves QKV weights, then its K/V writes and reads, then post weights; the
-        post stream (which needs every channel) waits for the slowest channel and for the
-        attention queued on the arrays."""
-        L, T = self.layers, sum(e.q_len for e in batch)
-        sm = self.parts.stream("fused", T)
+    def _layer_runs(self, kinds, layers: int) -> list[tuple[int, int]]:
+        """(first layer, count) of the runs of consecutive layers among the first `layers`
+        whose weight streams of `kinds` are alike (Components.stream_layer): one run of all
+        layers for a model whose layers line up with the address mapping."""
+        got = self._runs.get((kinds, layers))
+        if got is None:
+            runs: list[list] = []
+            for layer in range(layers):
+                key = tuple(self.parts.stream_layer(k, layer) for k in kinds)
+                if runs and runs[-1][2] == key:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([layer, 1, key])
+            got = self._runs[(kinds, layers)] = [(first, n) for first, n, _ in runs]
+        return got
+
+    def _npu_only(self, acc: _Acc, batch, first: int, L: int, timeline: list | None = None):
+        """One phase per layer (for the L layers from `first`, which stream alike): pre,
+        attention on the NPU, post, weights as one stream. A channel serves QKV weights,
+        then its K/V writes and reads, then post weights; the post stream (which needs every
+        channel) waits for the slowest channel and for the attention queued on the
+        arrays."""
+        T = sum(e.q_len for e in batch)
+        sm = self.parts.stream("fused", T, first)
         steps, j = self._steps("fused", T, [])
         n_pre = sum(1 for s in steps[: j + 1] if s.gemm)
         pre_ends = _replay(steps[: j + 1], sm.ends[:n_pre])
@@ -528,15 +550,16 @@ class ReuseCost(CostModel):
             for c in sorted(chans):
                 spans += self._channel_spans(c, writes.get(c, []), [], reads.get(c, []), 0.0, j_end,
                                              chans[c], (0, 0), (0, 0))
-            timeline.append(TraceBlock(0, L, (TracePhase("layer", phase, 0, tuple(spans)),)))
+            timeline.append(TraceBlock(first, L, (TracePhase("layer", phase, 0, tuple(spans)),)))
         return phase * L, (("layer", phase),), 1
 
-    def _serial(self, acc: _Acc, batch, timeline: list | None = None):
-        """npu+pim (and neupims below the sub-batch threshold): per layer, pre and attention
-        (K/V writes, PIM GEMVs and NPU attention all wait for QKV), then post. A decode's
-        write and PIM GEMV are one measured piece (`Components.decode`)."""
-        L, T = self.layers, sum(e.q_len for e in batch)
-        sm = self.parts.stream("pre", T)
+    def _serial(self, acc: _Acc, batch, first: int, L: int, timeline: list | None = None):
+        """npu+pim (and neupims below the sub-batch threshold), for the L layers from
+        `first` (which stream alike): per layer, pre and attention (K/V writes, PIM GEMVs
+        and NPU attention all wait for QKV), then post. A decode's write and PIM GEMV are
+        one measured piece (`Components.decode`)."""
+        T = sum(e.q_len for e in batch)
+        sm = self.parts.stream("pre", T, first)
         steps, j = self._steps("pre", T, [])
         ends = _replay(steps, sm.ends)
         j_end = ends[j]
@@ -562,7 +585,7 @@ class ReuseCost(CostModel):
             self._account_channels(acc, works, L)
         acc.ops["attention_pim"] += max((_channel_time(p) for p in decodes.values()), default=0.0) * L
         acc.ops["attention_npu"] += (attn_end - j_end) * L if attn_busy else 0.0
-        sm = self.parts.stream("post", T)
+        sm = self.parts.stream("post", T, first)
         steps, _ = self._steps("post", T, self._pim_lens(batch))
         ends = _replay(steps, sm.ends)
         ph2 = max(ends) + 1
@@ -570,26 +593,27 @@ class ReuseCost(CostModel):
         acc.array_busy += sm.array_busy * L
         acc.stats += sm.stats * L
         if timeline is not None:
-            timeline.append(TraceBlock(0, L, (TracePhase("pre+mha", ph1, 0, tuple(spans1)),
+            timeline.append(TraceBlock(first, L, (TracePhase("pre+mha", ph1, 0, tuple(spans1)),
                                               TracePhase("post", ph2, 0, tuple(_step_spans(steps, ends, len(steps), 0))))))
         return (ph1 + ph2) * L, (("pre+mha", ph1), ("post", ph2)), 1
 
-    def _sub_phase(self, acc, kind, npu_sb, attn_sb, w, trace=None):
+    def _sub_phase(self, acc, kind, npu_sb, attn_sb, w, trace=None, layer: int = 0):
         """One interleaved phase: `npu_sb` runs its weight stream (`kind`) and, when the
         stream holds a pre, its K/V writes after QKV; `attn_sb` attends: PIM GEMVs from the
         phase start, side by side with the stream (which they slow down by
         `stream_slowdown` while they last), prefills on the arrays after their last tile.
         `trace`: None, or (timeline phases list, label, phase layer offset, NPU sub-batch,
-        attention sub-batch, attention layer offset) to append this phase's TracePhase to."""
+        attention sub-batch, attention layer offset) to append this phase's TracePhase to.
+        `layer`: the layer whose weights the stream reads (its first, for 'layer')."""
         T = sum(e.q_len for e in npu_sb)
-        sm = self.parts.stream(kind, T)
+        sm = self.parts.stream(kind, T, layer)
         steps, j = self._steps(kind, T, self._pim_lens(npu_sb))
         pims = self._pims(attn_sb) if attn_sb is not None else {}
         pim_side = max((_channel_time(p) for p in pims.values()), default=0.0)
         S = sm.ends[-1]
         slow = 1.0
         if pim_side:
-            slow += self.parts.stream_slowdown(kind, T) * min(1.0, pim_side / S)
+            slow += self.parts.stream_slowdown(kind, T, pim_side / S)
         ends = _replay(steps, [t * slow for t in sm.ends])
         npu_end = max(ends)
         j_end = ends[j] if j is not None else None
@@ -638,21 +662,27 @@ class ReuseCost(CostModel):
         a0 = self._sub_phase(acc, "pre", sb2, sb1, 1, at(0, "sb2.npu|sb1.pim", 0, 2, 1, 0))
         total = first + a0
         phases = [("sb1.pre", first), ("sb2.npu|sb1.pim", a0)]
-        if L > 1:
+        runs = self._layer_runs(("layer",), L - 1)
+        blocks = []
+        for k, (lay, n) in enumerate(runs):
             # repeat k (layer k): sb1's post of k and pre of k+1 beside sb2's attention of k,
             # then sb2's post of k and pre of k+1 beside sb1's attention of k+1
-            b = self._sub_phase(acc, "layer", sb1, sb2, L - 1, at(1, "sb1.npu|sb2.pim", 0, 1, 2, 0))
-            a = self._sub_phase(acc, "layer", sb2, sb1, L - 1, at(1, "sb2.npu|sb1.pim", 1, 2, 1, 1))
-            total += (a + b) * (L - 1)
-            phases += [("sb1.npu|sb2.pim", b), ("sb2.npu|sb1.pim", a)]
-        last = self._sub_phase(acc, "post", sb1, sb2, 1, at(2, "sb1.npu|sb2.pim", 0, 1, 2, 0))
-        end = self._sub_phase(acc, "post", sb2, None, 1, at(2, "sb2.post", 0, 2, 0, 0))
+            if tr is not None:
+                tr[1] = []
+            b = self._sub_phase(acc, "layer", sb1, sb2, n, at(1, "sb1.npu|sb2.pim", 0, 1, 2, 0), lay)
+            a = self._sub_phase(acc, "layer", sb2, sb1, n, at(1, "sb2.npu|sb1.pim", 1, 2, 1, 1), lay)
+            total += (a + b) * n
+            if k == 0:
+                phases += [("sb1.npu|sb2.pim", b), ("sb2.npu|sb1.pim", a)]
+            if tr is not None:
+                blocks.append(TraceBlock(lay, n, tuple(tr[1])))
+        last = self._sub_phase(acc, "post", sb1, sb2, 1, at(2, "sb1.npu|sb2.pim", 0, 1, 2, 0), L - 1)
+        end = self._sub_phase(acc, "post", sb2, None, 1, at(2, "sb2.post", 0, 2, 0, 0), L - 1)
         total += last + end
         phases += [("sb1.npu|sb2.pim", last), ("sb2.post", end)]
         if timeline is not None:
             timeline.append(TraceBlock(0, 1, tuple(tr[0])))
-            if L > 1:
-                timeline.append(TraceBlock(0, L - 1, tuple(tr[1])))
+            timeline.extend(blocks)
             timeline.append(TraceBlock(L - 1, 1, tuple(tr[2])))
         return total, tuple(phases), 2
 
