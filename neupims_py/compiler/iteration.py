@@ -251,7 +251,7 @@ class IterationSimulator:
         slot = (rank[:, eng.RK_FAW_HEAD, None] + np.arange(4)) % 4
         faw = np.take_along_axis(rank[:, eng.RK_FAW:eng.RK_FAW + 4], slot, axis=1)
         parts = {
-            "bank_next": rel(st.tnext, 0),
+            "bank_next": rel(st.bank_next, 0),  # each bank's own cycles and its floors
             "open_row": rows(bank[:, eng.BK_OPEN_ROW]),
             "hits": bank[:, eng.BK_HITS],
             "pim_row": rows(bank[:, eng.BK_PIM_ROW]),
