@@ -1201,12 +1201,12 @@ def _schedule_transaction(p, s, b, ctl, ch):
     return _move_one(p, s, b, ch, 0) == MOVED_ONE
 
 
-@kernel
-def _bank_ready(s, first, count, stride, cmd):
+@kernel(inline="always")
+def _bank_ready(bank, tnext, floor, first, count, cmd):
     """Latest earliest-issue cycle of `cmd` over `count` banks from `first`."""
     t = 0
     for i in range(count):
-        v = _ready_at(s.bank, s.tnext, s.floor, cmd, first + i * stride)
+        v = _ready_at(bank, tnext, floor, cmd, first + i)
         if v > t:
             t = v
     return t
@@ -1309,7 +1309,7 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
     pb.pc[ch] = i + 1
 
 
-@kernel
+@kernel(inline="always")
 def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
     """Advance the channel's PIM stream by at most one bus command at clk.
 
@@ -1391,11 +1391,11 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
             if lb < INF:
                 pb.lb[ch] = lb
                 return False
-            t = _bank_ready(s, first, bpg, 1, G_ACT)
+            t = _bank_ready(s.bank, s.tnext, s.floor, first, bpg, G_ACT)
         elif cmd == PIM_PRECHARGE:
-            t = _bank_ready(s, base + pb.bg[i] * bpg, bpg, 1, PIM_PRECHARGE)
+            t = _bank_ready(s.bank, s.tnext, s.floor, base + pb.bg[i] * bpg, bpg, PIM_PRECHARGE)
         else:  # COMP, READRES, COMPS_READRES: every bank of the rank
-            t = _bank_ready(s, base, per_rank, 1, cmd)
+            t = _bank_ready(s.bank, s.tnext, s.floor, base, per_rank, cmd)
         if clk < t:
             pb.lb[ch] = t
             return False
