@@ -198,6 +198,7 @@ KEY_BANK_SHIFT = 32
 KEY_ROW_MASK = (1 << (KEY_BANK_SHIFT - 1)) - 1
 
 G_CLK, G_FLUSH = 0, 1
+TQ_HEAD, TQ_ITEMS = 0, 1
 
 (
     RQ_ADDR,
@@ -229,8 +230,9 @@ class DramState(NamedTuple):
     rank[ch * ranks + rank, RK_*]: open banks, activity, the tFAW window, PIM rows.
     chan[ch, CH_*]: queue lengths, drain and refresh state, the next wake-up cycle.
     queue[ch, q, QU_*]: the command queues (one per bank, or per rank).
-    tq[ch, 0 | 1, 2 * slot + (0 | 1)]: the read transaction queue and the posted-write
-    buffer, each slot a pair (request id, its command queue).
+    tq[ch, 0 | 1, :]: the read transaction queue and the posted-write buffer: the head
+    offset, then slot i at TQ_ITEMS + 2 (head + i) + (0 | 1), a pair (request id, its command
+    queue), in a window that slides as the command queues, see QU_HEAD.
     """
 
     glob: np.ndarray  # [G_CLK] next cycle to simulate, [G_FLUSH] drain every buffered write
@@ -338,6 +340,8 @@ class DramBatch(NamedTuple):
 
     req: np.ndarray
     inj: np.ndarray  # [stream, IJ_*]: next request, end, blocked flag, earliest next offer
+    reads_per_task: np.ndarray  # [g]: requests feeding NPU task g (their RQ_GROUP), counted
+    # from the contiguous input so the kernel need not sweep the request rows for it
 
     @property
     def added(self):  # cycle accepted by the controller
@@ -403,7 +407,7 @@ def new_state(p: DramParams) -> DramState:
         rank=np.zeros((nch * nr, RK_COLS), np.int64),
         chan=chan,
         queue=np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64),
-        tq=np.zeros((nch, 2, 2 * max(p.trans_queue_size, p.write_buffer_size)), np.int64),
+        tq=np.zeros((nch, 2, TQ_ITEMS + 4 * max(p.trans_queue_size, p.write_buffer_size)), np.int64),
         rkeys=rkeys,
         rvals=rvals,
         wkeys=wkeys,
@@ -521,7 +525,8 @@ def new_batch(
     else:
         inj = np.zeros((1, 4), np.int64)
         inj[0, IJ_END] = len(req)
-    return DramBatch(req, inj)
+    fed = group[group >= 0] if len(group) else group
+    return DramBatch(req, inj, np.bincount(fed) if len(fed) else np.zeros(0, np.int64))
 
 
 def new_pim_batch(
@@ -1121,17 +1126,26 @@ def _move_one(p, s, b, ch, writes):
     if s.chan[ch, CH_STUCK] & (1 << writes):
         return MOVED_NONE
     n = s.chan[ch, CH_WB_LEN] if writes else s.chan[ch, CH_RQ_LEN]
+    h = s.tq[ch, writes, TQ_HEAD]
+    base = TQ_ITEMS + 2 * h
     for i in range(n):
-        q = s.tq[ch, writes, 2 * i + 1]
+        q = s.tq[ch, writes, base + 2 * i + 1]
         if s.queue[ch, q, QU_LEN] >= p.cmd_queue_size:
             continue
-        rid = s.tq[ch, writes, 2 * i]
+        rid = s.tq[ch, writes, base + 2 * i]
         if writes:
             if ht_get(s.rkeys, s.rvals, b.req[rid, RQ_ADDR]) >= 0:
                 return MOVED_STOPPED
             s.chan[ch, CH_DRAINING] -= 1
-        for j in range(2 * i, 2 * n - 2):
-            s.tq[ch, writes, j] = s.tq[ch, writes, j + 2]
+        if n == 1:
+            s.tq[ch, writes, TQ_HEAD] = 0
+        elif 2 * i < n:
+            for j in range(base + 2 * i - 1, base - 1, -1):
+                s.tq[ch, writes, j + 2] = s.tq[ch, writes, j]
+            s.tq[ch, writes, TQ_HEAD] = h + 1
+        else:
+            for j in range(base + 2 * i, base + 2 * n - 2):
+                s.tq[ch, writes, j] = s.tq[ch, writes, j + 2]
         if writes:
             s.chan[ch, CH_WB_LEN] = n - 1
         else:
@@ -1187,12 +1201,12 @@ def _schedule_transaction(p, s, b, ctl, ch):
     return _move_one(p, s, b, ch, 0) == MOVED_ONE
 
 
-@kernel
-def _bank_ready(s, first, count, stride, cmd):
+@kernel(inline="always")
+def _bank_ready(bank, tnext, floor, first, count, cmd):
     """Latest earliest-issue cycle of `cmd` over `count` banks from `first`."""
     t = 0
     for i in range(count):
-        v = _ready_at(s.bank, s.tnext, s.floor, cmd, first + i * stride)
+        v = _ready_at(bank, tnext, floor, cmd, first + i)
         if v > t:
             t = v
     return t
@@ -1295,7 +1309,7 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
     pb.pc[ch] = i + 1
 
 
-@kernel
+@kernel(inline="always")
 def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
     """Advance the channel's PIM stream by at most one bus command at clk.
 
@@ -1377,11 +1391,11 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
             if lb < INF:
                 pb.lb[ch] = lb
                 return False
-            t = _bank_ready(s, first, bpg, 1, G_ACT)
+            t = _bank_ready(s.bank, s.tnext, s.floor, first, bpg, G_ACT)
         elif cmd == PIM_PRECHARGE:
-            t = _bank_ready(s, base + pb.bg[i] * bpg, bpg, 1, PIM_PRECHARGE)
+            t = _bank_ready(s.bank, s.tnext, s.floor, base + pb.bg[i] * bpg, bpg, PIM_PRECHARGE)
         else:  # COMP, READRES, COMPS_READRES: every bank of the rank
-            t = _bank_ready(s, base, per_rank, 1, cmd)
+            t = _bank_ready(s.bank, s.tnext, s.floor, base, per_rank, cmd)
         if clk < t:
             pb.lb[ch] = t
             return False
@@ -1548,6 +1562,19 @@ def _next_event(p, s, b, pb, ch, clk):
 
 
 @kernel(inline="always")
+def _tq_append(s, ch, w, n, rid, q):
+    """Put (rid, q) after the n transactions of tq[ch, w] (compacting the window at its end)."""
+    h = s.tq[ch, w, TQ_HEAD]
+    if TQ_ITEMS + 2 * (h + n) >= s.tq.shape[2]:
+        for j in range(2 * n):
+            s.tq[ch, w, TQ_ITEMS + j] = s.tq[ch, w, TQ_ITEMS + 2 * h + j]
+        h = 0
+        s.tq[ch, w, TQ_HEAD] = 0
+    s.tq[ch, w, TQ_ITEMS + 2 * (h + n)] = rid
+    s.tq[ch, w, TQ_ITEMS + 2 * (h + n) + 1] = q
+
+
+@kernel(inline="always")
 def _try_add(p, s, b, nt, ctl, rid, at):
     """WillAcceptTransaction + AddTransaction; `at` is the controller cycle it lands."""
     ch = b.req[rid, RQ_CH]
@@ -1558,8 +1585,7 @@ def _try_add(p, s, b, nt, ctl, rid, at):
         b.req[rid, RQ_ADDED] = at
         if ht_get(s.wkeys, s.wvals, a) < 0:
             ht_put(s.wkeys, s.wvals, a, rid)
-            s.tq[ch, 1, 2 * s.chan[ch, CH_WB_LEN]] = rid
-            s.tq[ch, 1, 2 * s.chan[ch, CH_WB_LEN] + 1] = b.req[rid, RQ_QUEUE]
+            _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid, b.req[rid, RQ_QUEUE])
             s.chan[ch, CH_WB_LEN] += 1
             s.chan[ch, CH_STUCK] &= ~2
             ctl[C_PENDING_WRITES] += 1
@@ -1588,8 +1614,7 @@ def _try_add(p, s, b, nt, ctl, rid, at):
         b.req[head, RQ_DUP] = rid
     else:
         ht_put(s.rkeys, s.rvals, a, rid)
-        s.tq[ch, 0, 2 * s.chan[ch, CH_RQ_LEN]] = rid
-        s.tq[ch, 0, 2 * s.chan[ch, CH_RQ_LEN] + 1] = b.req[rid, RQ_QUEUE]
+        _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid, b.req[rid, RQ_QUEUE])
         s.chan[ch, CH_RQ_LEN] += 1
         s.chan[ch, CH_STUCK] &= ~1
     return True
@@ -1654,13 +1679,10 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
     last write was acknowledged (before the final write drain), as DRAMsim3 reports them.
     """
     nch = p.channels
-    n = b.req.shape[0]
     log_cap = log.cycle.shape[0]
     clk = s.glob[G_CLK]
-    for rid in range(n):
-        g = b.req[rid, RQ_GROUP]
-        if g >= 0:
-            nt.reads_left[g] += 1
+    for g in range(b.reads_per_task.shape[0]):
+        nt.reads_left[g] += b.reads_per_task[g]
     _npu_advance(nt, ctl)
     for k in range(b.inj.shape[0]):
         if b.inj[k, IJ_AT] < clk:
