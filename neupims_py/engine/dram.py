@@ -1070,7 +1070,19 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, req, ch, clk, close_page
             need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
-                if least < chan[ch, CH_MINLB]:
+                if full:
+                    # the queues not reached keep their bounds: with those, the least bound
+                    # of every live queue but q (the issue resets q's bound and marks it, as
+                    # _tick_channel does when it does not issue it), so the next tick need
+                    # not look at every queue again
+                    rest = m | (lower if part == 0 else 0)
+                    while rest != 0:
+                        q2 = ctz(rest)
+                        rest &= rest - 1
+                        if queue[ch, q2, QU_LB] < least:
+                            least = queue[ch, q2, QU_LB]
+                    chan[ch, CH_MINLB] = least
+                elif least < chan[ch, CH_MINLB]:
                     chan[ch, CH_MINLB] = least  # the queues cleaned on the way
                 return need, q, k
             chan[ch, CH_QDIRTY] &= ~(1 << q)
@@ -1459,6 +1471,11 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
                 break
             cmd, q, k = _command_to_issue(p, s, b, ch, clk)
             if cmd < 0 or _is_rw(cmd) == first_rw:
+                if cmd >= 0:
+                    # found, not issued: its queue must be searched again (see _scan_queues)
+                    s.queue[ch, q, QU_LB] = 0
+                    if s.queue.shape[1] <= MASK_QUEUES:
+                        s.chan[ch, CH_QDIRTY] |= 1 << q
                 break
             rid = s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k)]
             if cmd == PRE:
