@@ -584,6 +584,24 @@ def new_ctl(start: int, max_inject: int, log_on: bool) -> np.ndarray:
 
 
 @kernel(inline="always")
+def _window_take(row, head_col, items_col, k, n):
+    """Take item k (of n) out of a window of pairs row[items_col + 2 * (head + i) + 0|1]
+    whose head offset is row[head_col]: the shorter side moves one place (the items before
+    k move back and the window starts one later, or the items after k move forward)."""
+    h = row[head_col]
+    base = items_col + 2 * h
+    if n == 1:
+        row[head_col] = 0
+    elif 2 * k < n:
+        for j in range(base + 2 * k - 1, base - 1, -1):
+            row[j + 2] = row[j]
+        row[head_col] = h + 1
+    else:
+        for j in range(base + 2 * k, base + 2 * n - 2):
+            row[j] = row[j + 2]
+
+
+@kernel(inline="always")
 def _is_rw(cmd):
     return cmd == RD or cmd == WR or cmd == RDA or cmd == WRA
 
@@ -830,18 +848,7 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
             s.chan[ch, CH_QDIRTY] |= 1 << qb
     if _is_rw(cmd):
         n = s.queue[ch, q, QU_LEN]
-        h = s.queue[ch, q, QU_HEAD]
-        base = QU_ITEMS + 2 * h
-        if n == 1:
-            s.queue[ch, q, QU_HEAD] = 0
-        elif 2 * k < n:
-            # the items before k move one place back, the window starts one later
-            for j in range(base + 2 * k - 1, base - 1, -1):
-                s.queue[ch, q, j + 2] = s.queue[ch, q, j]
-            s.queue[ch, q, QU_HEAD] = h + 1
-        else:
-            for j in range(base + 2 * k, base + 2 * n - 2):
-                s.queue[ch, q, j] = s.queue[ch, q, j + 2]
+        _window_take(s.queue[ch, q], QU_HEAD, QU_ITEMS, k, n)
         s.queue[ch, q, QU_LEN] = n - 1
         s.chan[ch, CH_CQ_TOTAL] -= 1
         s.chan[ch, CH_STUCK] = 0
@@ -1149,15 +1156,7 @@ def _move_one(p, s, b, ch, writes):
             if ht_get(s.rkeys, s.rvals, b.req[rid, RQ_ADDR]) >= 0:
                 return MOVED_STOPPED
             s.chan[ch, CH_DRAINING] -= 1
-        if n == 1:
-            s.tq[ch, writes, TQ_HEAD] = 0
-        elif 2 * i < n:
-            for j in range(base + 2 * i - 1, base - 1, -1):
-                s.tq[ch, writes, j + 2] = s.tq[ch, writes, j]
-            s.tq[ch, writes, TQ_HEAD] = h + 1
-        else:
-            for j in range(base + 2 * i, base + 2 * n - 2):
-                s.tq[ch, writes, j] = s.tq[ch, writes, j + 2]
+        _window_take(s.tq[ch, writes], TQ_HEAD, TQ_ITEMS, i, n)
         if writes:
             s.chan[ch, CH_WB_LEN] = n - 1
         else:
