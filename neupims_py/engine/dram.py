@@ -459,18 +459,25 @@ def rule_plans(p: DramParams) -> np.ndarray:
 
 
 @kernel
-def _decode(p, a, is_write, cycle, group, after, req):
-    """Fill req[i, :] from the byte address (and the other inputs) of request i."""
+def _decode(p, a, is_write, cycle, group, after, req, pos):
+    """Fill a row of req from the byte address (and the other inputs) of request i: row i,
+    or, with per-channel positions pos (the first row of each channel's block), the next
+    row of its channel's block (a stable counting sort by channel in the same pass)."""
     per_rank = p.bankgroups * p.banks_per_group
-    for i in range(a.shape[0]):
-        x = a[i]
+    by_channel = pos.shape[0] > 0
+    for j in range(a.shape[0]):
+        x = a[j]
         ch = (x >> p.ch_shift) & p.ch_mask
+        i = j
+        if by_channel:
+            i = pos[ch]
+            pos[ch] += 1
         ra = (x >> p.ra_shift) & p.ra_mask
         bg = (x >> p.bg_shift) & p.bg_mask
         ba = (x >> p.ba_shift) & p.ba_mask
         req[i, RQ_ADDR] = x
-        req[i, RQ_WRITE] = 1 if is_write[i] else 0
-        req[i, RQ_CYCLE] = cycle[i]
+        req[i, RQ_WRITE] = 1 if is_write[j] else 0
+        req[i, RQ_CYCLE] = cycle[j]
         req[i, RQ_CH] = ch
         req[i, RQ_RANK] = ra
         req[i, RQ_BG] = bg
@@ -484,8 +491,8 @@ def _decode(p, a, is_write, cycle, group, after, req):
         req[i, RQ_ISSUED] = -1
         req[i, RQ_DONE] = -1
         req[i, RQ_DUP] = -1
-        req[i, RQ_GROUP] = group[i] if group.shape[0] else -1
-        req[i, RQ_AFTER] = after[i] if after.shape[0] else -1
+        req[i, RQ_GROUP] = group[j] if group.shape[0] else -1
+        req[i, RQ_AFTER] = after[j] if after.shape[0] else -1
 
 
 def new_batch(
@@ -509,16 +516,14 @@ def new_batch(
     after = none if after is None else np.ascontiguousarray(after, dtype=np.int64)
     if per_channel:
         ch = (a >> p.ch_shift) & p.ch_mask
-        order = np.argsort(ch, kind="stable")
-        a, ch, is_write, cycle = a[order], ch[order], is_write[order], cycle[order]
-        group = group[order] if len(group) else group
-        after = after[order] if len(after) else after
-    req = np.empty((a.shape[0], RQ_COLS), np.int64)
-    # one row-major pass (numpy column assignments would sweep the whole array per column)
-    _decode(p, a, is_write, cycle, group, after, req)
-    if per_channel:
         counts = np.bincount(ch, minlength=p.channels) if len(a) else np.zeros(p.channels, np.int64)
         end = np.cumsum(counts)
+        pos = end - counts
+    req = np.empty((a.shape[0], RQ_COLS), np.int64)
+    # one row-major pass (numpy column assignments would sweep the whole array per column);
+    # per channel, each request goes straight to its place in its channel's block
+    _decode(p, a, is_write, cycle, group, after, req, pos if per_channel else none)
+    if per_channel:
         inj = np.zeros((p.channels, 4), np.int64)
         inj[:, IJ_NEXT] = end - counts
         inj[:, IJ_END] = end
