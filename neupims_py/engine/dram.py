@@ -900,13 +900,10 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, clos
             need = WRA if close_page else WR
         else:
             need = RDA if close_page else RD
-        bt = _ready_at(bank, tnext, floor, need, gb)
         if need == ACT:
-            rk = ch * ranks + bank[gb, BK_RANK]
-            if rank[rk, RK_FAW_N] >= 4:
-                f = rank[rk, RK_FAW + rank[rk, RK_FAW_HEAD]] + tfaw
-                if f > bt:
-                    bt = f
+            bt = _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb)
+        else:
+            bt = _ready_at(bank, tnext, floor, need, gb)
         if clk < bt:
             if bt < lb:
                 lb = bt
@@ -953,6 +950,18 @@ def _rw_dependency(queue, req, ch, q, base, k, key):
 
 
 @kernel(inline="always")
+def _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb):
+    """Earliest cycle of an ACT at bank gb: its timing rules and its rank's tFAW window."""
+    bt = _ready_at(bank, tnext, floor, ACT, gb)
+    rk = ch * ranks + bank[gb, BK_RANK]
+    if rank[rk, RK_FAW_N] >= 4:
+        f = rank[rk, RK_FAW + rank[rk, RK_FAW_HEAD]] + tfaw
+        if f > bt:
+            bt = f
+    return bt
+
+
+@kernel(inline="always")
 def _first_ready_one_bank(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
     """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
@@ -963,12 +972,7 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, req, ch, q, clk, clos
     gb = key0 >> KEY_BANK_SHIFT
     orow = bank[gb, BK_OPEN_ROW]
     if orow < 0:
-        bt = _ready_at(bank, tnext, floor, ACT, gb)
-        rk = ch * ranks + bank[gb, BK_RANK]
-        if rank[rk, RK_FAW_N] >= 4:
-            f = rank[rk, RK_FAW + rank[rk, RK_FAW_HEAD]] + tfaw
-            if f > bt:
-                bt = f
+        bt = _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb)
         if clk < bt:
             queue[ch, q, QU_LB] = bt
             return -1, -1
