@@ -33,7 +33,7 @@ from neupims_py.compiler.iteration import BatchEntry
 from neupims_py.serving.cost_model import OP_GROUPS, IterationCost
 from neupims_py.serving.energy import ENERGY_PARTS
 from neupims_py.serving.orchestrator import Orchestrator
-from neupims_py.serving.request_state import FINISHED, RUNNING, WAITING
+from neupims_py.serving.request_state import FINISHED, RUNNING, WAITING, count_tokens, reject
 
 
 @dataclass
@@ -147,7 +147,7 @@ class Device(Orchestrator):
         r.release = at
         reason = self._never_fits(r)
         if reason:
-            self._reject(r, reason)
+            reject(r, reason)
             return reason
         r.status = WAITING
         self.waiting.append(r)
@@ -165,8 +165,8 @@ class Device(Orchestrator):
             batch = self.scheduler.next_batch(self.running, self.waiting, self.admit)
             if not batch:
                 r = self.waiting.popleft()
-                self._reject(r, "does not fit the free KV rows or max_total_tokens even with "
-                                "nothing else running")
+                reject(r, "does not fit the free KV rows or max_total_tokens even with "
+                          "nothing else running")
                 rejected.append(r)
                 continue
             entries = [BatchEntry(r.index, q, r.prefilled if r.prefilled < r.context
@@ -192,21 +192,7 @@ class Device(Orchestrator):
         """End the iteration in flight: (requests whose prefill produced their first token,
         requests that finished)."""
         now = self.busy_until
-        first, finished = [], []
-        for r, q in self.batch:
-            if r.prefilled < r.context:
-                r.prefilled += q
-                if r.prefilled == r.context and r.output > 0:
-                    r.generated = 1
-                    r.first_token = now
-                    r.token_cycles.append(now)
-                    first.append(r)
-            else:
-                r.generated += 1
-                r.token_cycles.append(now)
-                self.placement.grow(r.index, 1)
-            if r.prefilled == r.context and r.generated >= r.output:
-                finished.append(r)
+        first, finished = count_tokens(self.batch, now, self.placement)
         for r in finished:
             r.status, r.finish = FINISHED, now
             self.running.remove(r)

@@ -46,8 +46,8 @@ from neupims_py.cluster.link import Link
 from neupims_py.cluster.routing import make_router
 from neupims_py.errors import UserError
 from neupims_py.serving.cost_model import ExactCost, ReuseCost
-from neupims_py.serving.orchestrator import next_turns, request_states
-from neupims_py.serving.request_state import FINISHED, REJECTED, RequestState
+from neupims_py.serving.orchestrator import request_states
+from neupims_py.serving.request_state import FINISHED, RequestState, TurnChain, reject
 
 
 def kv_bytes(model, tokens: int) -> int:
@@ -138,8 +138,9 @@ class Cluster:
             raise RuntimeError("a Cluster serves one trace; build a new one for another")
         self._ran = True
         reqs = request_states(rows)
-        next_turn = next_turns(reqs)
         arrivals: list[tuple[int, int]] = []
+        turns = TurnChain(reqs, self.to_cycles, lambda at, i: heapq.heappush(arrivals, (at, i)))
+        end = turns.end
         for r in reqs:
             if r.turn <= 0:
                 heapq.heappush(arrivals, (self.to_cycles(r.arrival_ns), r.index))
@@ -150,27 +151,8 @@ class Cluster:
         legs: dict[str, list] = {d.name: [] for d in self.devices}
         prefill_legs: dict[int, RequestState] = {}
         planned: dict[int, Device] = {}  # decode device chosen as the prefill started (kv_overlap)
-        done = 0
         now = 0
         overlap = self.cfg.header.kv_overlap
-
-        def reject(r: RequestState, reason: str) -> None:
-            r.status, r.reason = REJECTED, reason
-            r.finish = r.release
-
-        def end(r: RequestState, at: int) -> None:
-            nonlocal done
-            done += 1
-            nxt = next_turn.get(r.index)
-            if nxt is None:
-                return
-            n = reqs[nxt]
-            if r.status == REJECTED:
-                n.release = at
-                reject(n, f"turn {r.turn} of session {r.session} was rejected")
-                end(n, at)
-            else:
-                heapq.heappush(arrivals, (max(self.to_cycles(n.arrival_ns), at + self.to_cycles(n.think_ns)), nxt))
 
         def release(r: RequestState, at: int) -> None:
             d = self.entry_router.choose(self.entry)
@@ -324,8 +306,8 @@ class Cluster:
                     if overlap and d.role == "prefill" and not d.idle:
                         overlap_transfers(d, now)
             if progress is not None:
-                progress(now, done, len(reqs), sum(len(d.records) for d in self.devices),
+                progress(now, turns.ended, len(reqs), sum(len(d.records) for d in self.devices),
                          sum(len(d.running) for d in self.devices))
-        if done != len(reqs):  # pragma: no cover - every path ends each request
-            raise UserError(f"internal: {len(reqs) - done} requests never ended")
+        if turns.ended != len(reqs):  # pragma: no cover - every path ends each request
+            raise UserError(f"internal: {len(reqs) - turns.ended} requests never ended")
         return ClusterResult(reqs, self.devices, served_by, legs, transfers, links, now)

@@ -40,7 +40,8 @@ from neupims_py.formats import Stat
 from neupims_py.serving.cost_model import OP_GROUPS, CostModel
 from neupims_py.serving.energy import ENERGY_PARTS, EnergyModel
 from neupims_py.serving.kv_placement import KvPlacement
-from neupims_py.serving.request_state import FINISHED, REJECTED, RUNNING, WAITING, RequestState
+from neupims_py.serving.request_state import (FINISHED, RUNNING, WAITING, RequestState, TurnChain,
+                                              count_tokens, reject)
 from neupims_py.serving.scheduler import Limits, make_scheduler
 
 # One row per iteration (iterations.csv); cycles are NPU cycles. dram_busy: cycles the
@@ -99,8 +100,9 @@ class Orchestrator:
 
     def run(self, rows: np.ndarray, progress: Callable | None = None) -> ServingResult:
         reqs = request_states(rows)
-        next_turn = next_turns(reqs)
         heap: list[tuple[int, int]] = []
+        turns = TurnChain(reqs, self.to_cycles, lambda at, i: heapq.heappush(heap, (at, i)))
+        end = turns.end
         for r in reqs:
             if r.turn <= 0:
                 heapq.heappush(heap, (self.to_cycles(r.arrival_ns), r.index))
@@ -109,7 +111,6 @@ class Orchestrator:
         reserved = [0]
         records: list[tuple] = []
         now = 0
-        done = 0
 
         def admit(r: RequestState) -> bool:
             if reserved[0] + r.reserved > self.limits.max_total_tokens:
@@ -123,21 +124,6 @@ class Orchestrator:
             self.cost.admit(r.index, ch, r.reserved)
             return True
 
-        def end(r: RequestState, at: int) -> None:
-            nonlocal done
-            done += 1
-            nxt = next_turn.get(r.index)
-            if nxt is None:
-                return
-            n = reqs[nxt]
-            if r.status == REJECTED:
-                # no history to carry on with
-                n.release = at
-                self._reject(n, f"turn {r.turn} of session {r.session} was rejected")
-                end(n, at)
-            else:
-                heapq.heappush(heap, (max(self.to_cycles(n.arrival_ns), at + self.to_cycles(n.think_ns)), nxt))
-
         while True:
             while heap and heap[0][0] <= now:
                 at, i = heapq.heappop(heap)
@@ -145,7 +131,7 @@ class Orchestrator:
                 r.release = at
                 reason = self._never_fits(r)
                 if reason:
-                    self._reject(r, reason)
+                    reject(r, reason)
                     end(r, at)
                 else:
                     r.status = WAITING
@@ -159,8 +145,8 @@ class Orchestrator:
             if not batch:
                 # nothing runs, so no rows will free up: the head can never be admitted
                 r = waiting.popleft()
-                self._reject(r, "does not fit the free KV rows or max_total_tokens even with "
-                                "nothing else running")
+                reject(r, "does not fit the free KV rows or max_total_tokens even with "
+                          "nothing else running")
                 end(r, now)
                 continue
             entries = [BatchEntry(r.index, q, r.prefilled if r.prefilled < r.context else r.context + r.generated - 1,
@@ -171,22 +157,10 @@ class Orchestrator:
             records.append(self._record(len(records), start, cost, batch, entries, energy))
             if self.observer is not None:
                 self.observer(len(records) - 1, start, cost, entries)
-            finished = []
-            for r, q in batch:
+            for r, _ in batch:
                 if r.first_scheduled < 0:
                     r.first_scheduled = start
-                if r.prefilled < r.context:
-                    r.prefilled += q
-                    if r.prefilled == r.context and r.output > 0:
-                        r.generated = 1
-                        r.first_token = now
-                        r.token_cycles.append(now)
-                else:
-                    r.generated += 1
-                    r.token_cycles.append(now)
-                    self.placement.grow(r.index, 1)
-                if r.prefilled == r.context and r.generated >= r.output:
-                    finished.append(r)
+            _, finished = count_tokens(batch, now, self.placement)
             for r in finished:
                 r.status, r.finish = FINISHED, now
                 running.remove(r)
@@ -195,15 +169,11 @@ class Orchestrator:
                 self.cost.release(r.index)
                 end(r, now)
             if progress is not None:
-                progress(now, done, len(reqs), len(records), len(batch))
-        if done != len(reqs):  # pragma: no cover - every path ends each request
-            raise UserError(f"internal: {len(reqs) - done} requests never ended")
+                progress(now, turns.ended, len(reqs), len(records), len(batch))
+        if turns.ended != len(reqs):  # pragma: no cover - every path ends each request
+            raise UserError(f"internal: {len(reqs) - turns.ended} requests never ended")
         its = np.asarray(records, dtype=np.float64).reshape(len(records), len(ITERATION_FIELDS))
         return ServingResult(requests=reqs, iterations=its, limits=self.limits, end_cycle=now)
-
-    def _reject(self, r: RequestState, reason: str) -> None:
-        r.status, r.reason = REJECTED, reason
-        r.finish = r.release
 
     def _never_fits(self, r: RequestState) -> str:
         lim = self.limits
@@ -256,16 +226,3 @@ def request_states(rows) -> list[RequestState]:
                      output=int(r["output_tokens"]))
         for i, r in enumerate(rows)
     ]
-
-
-def next_turns(reqs: list[RequestState]) -> dict[int, int]:
-    """Row index of each turn -> row index of the same session's next turn."""
-    last: dict[int, int] = {}
-    nxt: dict[int, int] = {}
-    for r in reqs:
-        if r.session < 0:
-            continue
-        if r.session in last:
-            nxt[last[r.session]] = r.index
-        last[r.session] = r.index
-    return nxt

@@ -41,3 +41,73 @@ class RequestState:
     @property
     def decoding(self) -> bool:
         return self.prefilled == self.context and self.generated < self.output
+
+
+def reject(r: RequestState, reason: str) -> None:
+    """Turn `r` away at its release cycle, with the reason the outputs report."""
+    r.status, r.reason = REJECTED, reason
+    r.finish = r.release
+
+
+def count_tokens(batch, now: int, placement) -> tuple[list, list]:
+    """The iteration that ran `batch` ((request, query tokens) pairs) ended at cycle `now`:
+    count each request's prefilled or generated tokens, stamp its tokens at `now`, and grow
+    a decoding request's KV by its new token in `placement`. Returns (requests whose prefill
+    ended with their first token, requests that now have every output token)."""
+    first, finished = [], []
+    for r, q in batch:
+        if r.prefilled < r.context:
+            r.prefilled += q
+            if r.prefilled == r.context and r.output > 0:
+                r.generated = 1
+                r.first_token = now
+                r.token_cycles.append(now)
+                first.append(r)
+        else:
+            r.generated += 1
+            r.token_cycles.append(now)
+            placement.grow(r.index, 1)
+        if r.prefilled == r.context and r.generated >= r.output:
+            finished.append(r)
+    return first, finished
+
+
+class TurnChain:
+    """Multi-turn sessions. When a turn ends (finished or rejected), `end` releases the same
+    session's next turn its think time later (never before its own arrival) through
+    `push(cycle, row index)`, or, if the turn was rejected, rejects the next turns too (no
+    history to carry on with). `ended` counts the requests that have ended."""
+
+    def __init__(self, reqs: list[RequestState], to_cycles, push):
+        self.reqs = reqs
+        self.next_turn = next_turns(reqs)
+        self.to_cycles = to_cycles
+        self.push = push
+        self.ended = 0
+
+    def end(self, r: RequestState, at: int) -> None:
+        while True:
+            self.ended += 1
+            nxt = self.next_turn.get(r.index)
+            if nxt is None:
+                return
+            n = self.reqs[nxt]
+            if r.status != REJECTED:
+                self.push(max(self.to_cycles(n.arrival_ns), at + self.to_cycles(n.think_ns)), nxt)
+                return
+            n.release = at
+            reject(n, f"turn {r.turn} of session {r.session} was rejected")
+            r = n
+
+
+def next_turns(reqs: list[RequestState]) -> dict[int, int]:
+    """Row index of each turn -> row index of the same session's next turn."""
+    last: dict[int, int] = {}
+    nxt: dict[int, int] = {}
+    for r in reqs:
+        if r.session < 0:
+            continue
+        if r.session in last:
+            nxt[last[r.session]] = r.index
+        last[r.session] = r.index
+    return nxt
