@@ -8,8 +8,6 @@ device's tracks; not available for a cluster).
 
 from __future__ import annotations
 
-import time
-
 from neupims_py import __version__
 from neupims_py.cluster.config import is_cluster_file, load_cluster
 from neupims_py.cluster.results import cluster_meta, output_texts, summarize_cluster
@@ -18,7 +16,7 @@ from neupims_py.errors import UserError
 from neupims_py.model import load_model
 from neupims_py.outputs import output_path
 from neupims_py.serving.metrics import Clock, write_outputs
-from neupims_py.workload import load_trace
+from neupims_py.serving.serve import timed_run, trace_meta, trace_rows
 
 
 def run_cluster(args) -> int:
@@ -32,28 +30,14 @@ def run_cluster(args) -> int:
     out = output_path(args.out, "--out", directory=True) if args.out else None
     model = load_model(args.model)
     cfg = load_cluster(args.hw, model)
-    trace = load_trace(args.trace)
-    rows = trace.requests
-    if args.max_requests is not None:
-        if args.max_requests < 1:
-            raise UserError("must be at least 1", field="--max-requests")
-        rows = rows[: args.max_requests]
+    trace, rows = trace_rows(args)
     cluster = Cluster(cfg, model, exact=args.exact, exact_tokens=args.exact_tokens, seed=args.seed)
-    from neupims_py.serving.cli import Progress  # not at the top: serving.cli imports this module
-
-    progress = None if args.quiet else Progress(cfg.pools[0].hw.npu.clock_mhz)
-    wall = time.perf_counter()
-    result = cluster.run(rows, progress)
-    wall = time.perf_counter() - wall
-    if progress is not None:
-        progress.close()
+    result, wall = timed_run(cluster, rows, quiet=args.quiet, clock_mhz=cfg.pools[0].hw.npu.clock_mhz)
     meta = {
         "neupims_sim": __version__,
         **cluster_meta(cfg),
         "model": model.name,
-        "trace": {"file": str(args.trace).replace("\\", "/").rsplit("/", 1)[-1],
-                  "source": trace.attrs.get("source"), "command": trace.attrs.get("command"),
-                  "requests_served": int(len(rows))},
+        "trace": trace_meta(args, trace, rows),
         "seed": args.seed,
         "cost_model": "exact" if args.exact else "reuse",
     }

@@ -10,16 +10,13 @@ pieces unless `--exact` simulates every iteration whole (slow: small traces only
 
 from __future__ import annotations
 
-import time
-
 from neupims_py import __version__
 from neupims_py.cluster.cli import is_cluster_file, run_cluster
 from neupims_py.compiler.cli import MODE_OVERRIDES
 from neupims_py.config import config_hash, hw_to_dict, load_hw
-from neupims_py.errors import UserError
 from neupims_py.model import load_model
 from neupims_py.serving.cost_model import ExactCost, ReuseCost
-from neupims_py.outputs import ProgressLine, add_override_option, output_path
+from neupims_py.outputs import add_override_option, output_path
 from neupims_py.results.chrome_trace import DEFAULT_ITERATIONS, MAX_EVENTS, ChromeTrace, parse_window
 from neupims_py.serving.metrics import (
     Clock,
@@ -29,7 +26,7 @@ from neupims_py.serving.metrics import (
     write_outputs,
 )
 from neupims_py.serving.orchestrator import Orchestrator
-from neupims_py.workload import load_trace
+from neupims_py.serving.serve import timed_run, trace_meta, trace_rows
 
 DEFAULT_MODEL = "gpt3-7b"
 
@@ -84,33 +81,21 @@ def run(args) -> int:
     overrides = [*MODE_OVERRIDES.get(args.mode, ()), *args.overrides]
     hw = load_hw(args.hw, overrides)
     model = load_model(args.model)
-    trace = load_trace(args.trace)
-    rows = trace.requests
-    if args.max_requests is not None:
-        if args.max_requests < 1:
-            raise UserError("must be at least 1", field="--max-requests")
-        rows = rows[: args.max_requests]
+    trace, rows = trace_rows(args)
     cost = ExactCost(hw, model) if args.exact else ReuseCost(hw, model, exact_tokens=args.exact_tokens)
     tracer = None
     if trace_path is not None:
         tracer = ChromeTrace(hw, model.name, window)
         tracer.attach(cost)
     orch = Orchestrator(hw, model, cost, seed=args.seed, observer=tracer)
-    progress = None if args.quiet else Progress(hw.npu.clock_mhz)
-    wall = time.perf_counter()
-    result = orch.run(rows, progress)
-    wall = time.perf_counter() - wall
-    if progress is not None:
-        progress.close()
+    result, wall = timed_run(orch, rows, quiet=args.quiet, clock_mhz=hw.npu.clock_mhz)
     meta = {
         "neupims_sim": __version__,
         "hw": hw.name,
         "hw_config_hash": config_hash(hw),
         "mode": hw.system.mode,
         "model": model.name,
-        "trace": {"file": str(args.trace).replace("\\", "/").rsplit("/", 1)[-1],
-                  "source": trace.attrs.get("source"), "command": trace.attrs.get("command"),
-                  "requests_served": int(len(rows))},
+        "trace": trace_meta(args, trace, rows),
         "seed": args.seed,
         "overrides": overrides,
         "scheduler": hw_to_dict(hw)["scheduler"],
@@ -131,17 +116,3 @@ def run(args) -> int:
         print(f"wrote {trace_path}: {span}" + (f" ({tracer.truncated})" if tracer.truncated else ""))
     return 0
 
-
-class Progress(ProgressLine):
-    """`12/100 requests done, 340 iterations, batch 9, 0.40 s simulated in 3 s` on stderr."""
-
-    def __init__(self, clock_mhz: float, stream=None):
-        super().__init__(stream)
-        self.ns_per_cycle = 1000.0 / clock_mhz
-        self.last = self.start  # the first line after half a second
-
-    def __call__(self, now_cycles, done, total, iterations, batch) -> None:
-        if self.due():
-            sim_s = now_cycles * self.ns_per_cycle / 1e9
-            self.show(f"{done}/{total} requests done, {iterations} iterations, batch {batch}, "
-                      f"{sim_s:.2f} s simulated in {self.elapsed():.0f} s")
