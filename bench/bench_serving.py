@@ -136,16 +136,23 @@ def engine_cached(tmp_path_factory):
     return changed
 
 
-def test_sharegpt_1k(benchmark, tmp_path, engine_cached):
+def serve_trace(benchmark, trace, out_dir, engine_cached, label: str, target: str) -> dict:
+    """One timed `neupims-sim run` of `trace`: prints and returns its figures (serving_figures)."""
     out = {}
-    benchmark.pedantic(lambda: out.update(run_cli(["hwconfigs/neupims.yaml", str(SHAREGPT)], tmp_path / "1k")),
+    benchmark.pedantic(lambda: out.update(run_cli(["hwconfigs/neupims.yaml", str(trace)], out_dir)),
                        rounds=1, iterations=1)
     f = serving_figures(benchmark, out, engine_cached())
-    print(f"1,000 ShareGPT requests, GPT3-7B, neupims: {f['simulated_s']:.1f} s simulated in "
+    print(f"{label} ShareGPT requests, GPT3-7B, neupims: {f['simulated_s']:.1f} s simulated in "
           f"{f['wall_s']:.1f} s wall, {f['cpu_s']:.1f} s CPU ({f['simulated_s_per_wall_s']:.2f} "
-          f"simulated s per wall s, target >= 1), peak RSS {f['peak_rss_mib']} MiB, "
+          f"simulated s per wall s{target}), peak RSS {f['peak_rss_mib']} MiB, "
           f"{f['iterations']} iterations")
-    assert out["summary"]["requests"]["finished"] == 1000
+    f["finished"] = out["summary"]["requests"]["finished"]
+    return f
+
+
+def test_sharegpt_1k(benchmark, tmp_path, engine_cached):
+    f = serve_trace(benchmark, SHAREGPT, tmp_path / "1k", engine_cached, "1,000", ", target >= 1")
+    assert f["finished"] == 1000
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +170,8 @@ def sharegpt_10k(tmp_path_factory) -> Path:
 
 
 def test_sharegpt_10k(benchmark, tmp_path, engine_cached, sharegpt_10k):
-    out = {}
-    benchmark.pedantic(lambda: out.update(run_cli(["hwconfigs/neupims.yaml", str(sharegpt_10k)],
-                                                  tmp_path / "10k")),
-                       rounds=1, iterations=1)
-    f = serving_figures(benchmark, out, engine_cached())
-    print(f"10,000 ShareGPT requests, GPT3-7B, neupims: {f['simulated_s']:.1f} s simulated in "
-          f"{f['wall_s']:.1f} s wall, {f['cpu_s']:.1f} s CPU ({f['simulated_s_per_wall_s']:.2f} "
-          f"simulated s per wall s), peak RSS {f['peak_rss_mib']} MiB (target < 2048), "
-          f"{f['iterations']} iterations")
-    assert out["summary"]["requests"]["finished"] == 10000
+    f = serve_trace(benchmark, sharegpt_10k, tmp_path / "10k", engine_cached, "10,000", "")
+    assert f["finished"] == 10000
     assert f["peak_rss_mib"] < 2048, "the target: 10,000 requests in under 2 GiB"
 
 
