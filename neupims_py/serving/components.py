@@ -106,7 +106,7 @@ class Components:
         self._write: dict[tuple, ChannelWork] = {}
         self._read: dict[int, ChannelWork] = {}
         self._slow: dict[tuple[str, int], list] = {}
-        self._slow_runs: dict[tuple, tuple[float, float]] = {}
+        self._slow_runs: dict[tuple, tuple[float, float, float]] = {}
         self._beta: dict[bool, float] = {}
         npu = self.hw.npu
         mats = self.model.weight_matrices()
@@ -268,25 +268,35 @@ class Components:
         or below the count) with PIM over the whole stream and over about SLOW_FRACTIONS of
         it (a number of one-token-group GEMVs back to back on each channel), interpolated
         linearly in the fraction the PIM really covered (0 at 0)."""
+        return self._slow_points(kind, tokens, fraction, 1)
+
+    def pim_slowdown(self, kind: str, tokens: int, fraction: float = 1.0) -> float:
+        """The other side of `stream_slowdown`, from the same runs: how much later PIM
+        GEMVs of `fraction` * S cycles alone end beside the weight stream of `kind`, per
+        cycle of the stream they overlap (min(PIM alone, S))."""
+        return self._slow_points(kind, tokens, fraction, 2)
+
+    def _slow_points(self, kind: str, tokens: int, fraction: float, col: int) -> float:
         s = self.stream_class(tokens)
         if s != self.min_rows and not self.exact_tokens:
             s = max(p for p in self._grid_until(s) if p <= s)
         key = (kind, s)
         pts = self._slow.get(key)
         if pts is None:
-            pts = [(0.0, 0.0)] + [self._slowdown_at(kind, s, f) for f in SLOW_FRACTIONS]
+            pts = [(0.0, 0.0, 0.0)] + [self._slowdown_at(kind, s, f) for f in SLOW_FRACTIONS]
             pts.sort()
             self._slow[key] = pts
         if fraction >= pts[-1][0]:
-            return pts[-1][1]
-        for (f0, g0), (f1, g1) in zip(pts, pts[1:]):
-            if fraction <= f1:
-                return g0 + (g1 - g0) * (fraction - f0) / max(f1 - f0, 1e-12)
-        return pts[-1][1]
+            return pts[-1][col]
+        for a, b in zip(pts, pts[1:]):
+            if fraction <= b[0]:
+                return a[col] + (b[col] - a[col]) * (fraction - a[0]) / max(b[0] - a[0], 1e-12)
+        return pts[-1][col]
 
-    def _slowdown_at(self, kind: str, s: int, frac: float | None) -> tuple[float, float]:
-        """(fraction of the stream PIM covered, slowdown) with PIM on every channel for
-        about `frac` of the stream alone (None: longer than the stream, twice over)."""
+    def _slowdown_at(self, kind: str, s: int, frac: float | None) -> tuple[float, float, float]:
+        """(fraction of the stream PIM covered, stream slowdown, PIM slowdown per cycle
+        overlapped) with PIM on every channel for about `frac` of the stream alone (None:
+        longer than the stream, twice over)."""
         alone = self._stream_at(kind, s)
         S = alone.ends[-1]
         if frac is None:
@@ -317,8 +327,11 @@ class Components:
             self.sim.release(r)
         layer, mat = self.gemms(kind)[-1]
         contended = res.ends[f"{layer}.{mat.name}"] - join_tail(self.hw.npu, T)
+        P = w.base + (n - 1) * w.step
+        pim_late = res.ends["attention_pim"] + 1 - P
         self.measured["stream"] += 1
-        got = (covered if frac is not None else max(covered, 1.0), max(0.0, (contended - S) / S))
+        got = (covered if frac is not None else max(covered, 1.0), max(0.0, (contended - S) / S),
+               max(0.0, pim_late / min(P, S)))
         self._slow_runs[(kind, s, kv, n)] = got
         return got
 

@@ -415,7 +415,8 @@ class ReuseCost(CostModel):
                 spans.append((f"array{a}", "attention_npu", t - c, t))
         return end, busy
 
-    def _combine(self, writes: list, pims: list, reads: list, pim_from: float, io_from: float) -> float:
+    def _combine(self, writes: list, pims: list, reads: list, pim_from: float, io_from: float,
+                 p_late: float = 0.0) -> float:
         """When one channel is done with its K/V writes then reads (a channel serves normal
         requests in program order, from `io_from`) and its PIM GEMVs (from `pim_from`).
 
@@ -423,8 +424,9 @@ class ReuseCost(CostModel):
         reads. With PIM still running when the writes start:
         max(writes + reads, PIM) + beta * min(writes, PIM still running), with beta
         measured for decode-sized and prompt-sized writes (`write_pim_overlap`); reads
-        wait for PIM with a single row buffer and overlap it with dual ones."""
-        R, P = _channel_time(reads), _channel_time(pims)
+        wait for PIM with a single row buffer and overlap it with dual ones. `p_late`:
+        cycles the PIM GEMVs run longer than alone (a weight stream beside them)."""
+        R, P = _channel_time(reads), _channel_time(pims) + p_late
         p_left = max(0.0, pim_from + P - io_from)  # PIM still running when the writes start
         if not p_left:
             return max(io_from + _channel_time(_works(writes), drained=R > 0) + R, pim_from + P)
@@ -666,15 +668,20 @@ class ReuseCost(CostModel):
         pim_side = max((_channel_time(p) for p in pims.values()), default=0.0)
         S = sm.ends[-1]
         slow = 1.0
+        late = 0.0
         if pim_side:
             slow += self.parts.stream_slowdown(kind, T, pim_side / S)
+            late = self.parts.pim_slowdown(kind, T, pim_side / S)
         ends = _replay(steps, [t * slow for t in sm.ends])
         npu_end = max(ends)
         j_end = ends[j] if j is not None else None
         writes = self._writes(npu_sb) if j is not None else {}
         reads = self._reads(attn_sb) if attn_sb is not None else {}
         io_from = j_end if j_end is not None else S * slow
-        chans = {c: self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from)
+        # PIM GEMVs run late beside the stream by `late` per cycle of it they overlap
+        p_late = {c: late * min(_channel_time(p), S * slow) for c, p in pims.items()}
+        chans = {c: self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from,
+                                  p_late.get(c, 0.0))
                  for c in set(writes) | set(pims) | set(reads)}
         chan_end = max(chans.values(), default=0.0)
         attn_end = attn_busy = 0.0
