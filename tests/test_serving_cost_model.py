@@ -251,47 +251,58 @@ def test_reuse_meets_refreshes_where_the_iteration_starts():
     assert np.mean(tracked) < 0.02 and np.mean(tracked) < np.mean(averaged), (tracked, averaged)
 
 
-@pytest.mark.parametrize("mode, overrides, bound", [
-    ("neupims", ("system.sub_batch_threshold=4",), 0.03),
-    ("npu+pim", (), 0.03),
-    ("npu-only", (), 0.03),
+@pytest.mark.parametrize("model_name, mode, overrides, bound", [
+    ("micro", "neupims", ("system.sub_batch_threshold=4",), 0.025),
+    ("micro", "npu+pim", (), 0.03),
+    ("micro", "npu-only", (), 0.03),
+    ("tiny", "neupims", ("system.sub_batch_threshold=4",), 0.005),
+    ("tiny", "npu+pim", (), 0.005),
+    ("tiny", "npu-only", (), 0.005),
 ])
-def test_exact_and_reuse_agree_on_a_small_trace(mode, overrides, bound):
-    """The issue's target is 0.5 %: met on the tiny model in npu+pim and neupims, not on the
-    micro model. Measured (simulated time of the whole trace, reuse against exact), micro
-    model, these 8 requests, seeds 1 / 2 / 3: neupims (sub-batches from 4 requests) -2.6 /
-    -2.1 / -2.3 %, npu+pim +2.3 / -0.5 / +2.7 %, npu-only -2.5 / -0.0 / -0.7 %; tiny model,
-    6 requests, seeds 1-3: neupims +0.1 / -0.0 / +0.4 %, npu+pim -0.0 / -0.2 / +0.0 %,
-    npu-only -0.3 / -0.9 / -0.9 %. (Before phases counted the barrier's write drain and
-    ReuseCost composed at the refresh offsets: micro -1.3 / -3.1 / -0.4, -2.0 / -1.5 / -2.3,
-    -2.2 / -6.7 / -2.4 %; tiny +0.3 / -0.0 / +1.1, +0.7 / +0.6 / +0.8, +1.0 / +1.2 / +0.7 %.)
+def test_exact_and_reuse_agree_on_a_small_trace(model_name, mode, overrides, bound):
+    """The issue's target is 0.5 %: met on the tiny model (seed 1 here) in every mode, and
+    for seeds 2 and 3 in npu+pim and neupims; not on the micro model. Measured (simulated
+    time of the whole trace, reuse against exact), micro model, 8 requests, seeds 1 / 2 / 3:
+    neupims (sub-batches from 4 requests) -1.9 / -2.1 / -2.3 %, npu+pim +2.3 / -0.5 /
+    +2.7 %, npu-only -2.5 / -0.0 / -0.7 %; tiny model, 6 requests: neupims +0.2 / -0.0 /
+    +0.6 %, npu+pim -0.0 / -0.2 / +0.0 %, npu-only -0.3 / -0.9 / -0.9 %. (Before phases
+    counted the barrier's write drain and ReuseCost composed at the refresh offsets: micro
+    -1.3 / -3.1 / -0.4, -2.0 / -1.5 / -2.3, -2.2 / -6.7 / -2.4 %; tiny +0.3 / -0.0 / +1.1,
+    +0.7 / +0.6 / +0.8, +1.0 / +1.2 / +0.7 %.)
 
     What the timeline is: a phase costs what the engine clock advanced, the write drain at
-    its barrier included (Phase.run), and the exact engine runs through the loop's idle
-    gaps (ExactCost.idle_until), so the engine's refresh schedule is the timeline's. With a
-    start cycle, ReuseCost composes npu+pim and npu-only iterations (and neupims ones below
-    the sub-batch threshold) layer by layer, each weight stream and decode piece measured
-    at the refresh offset it starts at (Components.refresh_bin): a short stream on the
-    micro model is 1687 cycles or up to 21 % more depending on where the next refresh
-    falls and which rank it takes. Interleaved iterations stay averaged over offsets (at
-    the offsets, the micro/tiny traces came out 0.1-1 % further from exact).
+    its barrier included (Phase.run: a barrier means memory quiescent, as PIM reads K/V in
+    the banks, not in the controller's write buffer), and the exact engine runs through
+    the loop's idle gaps (ExactCost.idle_until), so the engine's refresh schedule is the
+    timeline's. With a start cycle, ReuseCost composes npu+pim and npu-only iterations (and
+    neupims ones below the sub-batch threshold) layer by layer, each weight stream and
+    decode piece measured at the refresh offset it starts at (Components.refresh_bin): a
+    short stream on the micro model takes 1687 cycles or up to 21 % more depending on where
+    the next refresh falls and which rank it takes. Interleaved iterations stay averaged
+    over offsets (at the offsets, the traces came out 0.1-1 % further from exact), with PIM
+    beside a stream running late as measured (Components.pim_slowdown).
 
-    What is left: (1) the micro traces are chaotic: an iteration 1-5 % short (a prefill's
-    first iteration after an idle gap, or a prefill joining decodes) ends before an arrival
-    the exact run's iteration ended after, so the two runs batch differently from there on
-    (npu+pim seed 1: one more iteration, +2.3 % though the exact run's own batches compose
-    to -1.2 %). (2) Pieces start from fresh engine states, with every bank closed; the
-    exact run opens weight rows in banks that hold other rows. (3) Interleaved phases: the
-    PIM-beside-stream slowdown is one calibration; micro sub-batch phases run 2-7 % slower
-    in the exact run. (4) npu-only: the last of a request's cached K/V reads compete with
-    the post weights queued behind them on the channel, and attention on array req %
-    arrays delays the weight tiles queued behind it on that array."""
+    What is left: (1) the micro traces are chaotic: an iteration 1-7 % short (a prompt's
+    first iteration after an idle gap, whose post phases meet a refresh the exact run's
+    write drain postponed; a prefill joining decodes) ends before an arrival the exact
+    run's iteration ended after, so the two runs batch differently from there on (npu+pim
+    seed 1: one more iteration, +2.3 %, though the exact run's own batches compose to
+    -1.2 %). (2) Pieces start from fresh engine states with every bank closed; the exact
+    run's post streams pay a precharge first (+14 cycles, 0.8 % of a micro post phase;
+    opening a row in every bank before a piece overshot: +8 %). (3) Interleaved micro
+    phases whose PIM side is the longest run 5-9 % longer in the exact run than composed.
+    (4) npu-only: the post stream's first tiles (two per array) load their weights while
+    the cached K/V reads run, delaying them, and post tiles on arrays without attention
+    run ahead; ReuseCost's uniform shift of the post stream sees neither: micro decode
+    iterations -5 to -9 %, prompts alone -13 %."""
+    model = {"micro": MICRO, "tiny": TINY}[model_name]
     rng = np.random.default_rng(1)
-    rows = requests(rng.integers(16, 64, 8), rng.integers(8, 16, 8),
-                    arrival_ns=np.sort(rng.integers(0, 200_000, 8)))
+    n = 8 if model_name == "micro" else 6
+    rows = requests(rng.integers(16, 64, n), rng.integers(8, 16, n),
+                    arrival_ns=np.sort(rng.integers(0, 200_000, n)))
     hw = hw_for(mode, *overrides)
-    exact = Orchestrator(hw, MICRO, ExactCost(hw, MICRO)).run(rows)
-    reuse = Orchestrator(hw, MICRO, reuse_cost(mode, "micro", overrides)).run(rows)
+    exact = Orchestrator(hw, model, ExactCost(hw, model)).run(rows)
+    reuse = Orchestrator(hw, model, reuse_cost(mode, model_name, overrides)).run(rows)
     diff = reuse.end_cycle / exact.end_cycle - 1
     assert abs(diff) < bound, diff
     assert len(reuse.iterations) == pytest.approx(len(exact.iterations), abs=2)
