@@ -231,6 +231,22 @@ def test_idle_time_refreshes_on_the_exact_engine():
         assert st.stats[:, int(eng.Stat.REF)].sum() == channels * ((cycle - 1) // interval)
 
 
+def test_the_exact_engine_clock_is_the_serving_timeline():
+    """After every iteration of a trace with idle gaps, the exact engine's clock is where
+    the serving loop's timeline says the iteration ended."""
+    from neupims_py.engine import dram as eng
+    hw = hw_for("npu+pim")
+    cost = ExactCost(hw, MICRO)
+    seen = []
+
+    def observe(i, start, it, entries):
+        seen.append((start + it.cycles, int(cost.sim.state.glob[eng.G_CLK])))
+    rows = requests([20, 30, 12], [3, 2, 4], arrival_ns=[1_000, 4_000, 90_000])
+    result = Orchestrator(hw, MICRO, cost, observer=observe).run(rows)
+    assert len(seen) >= 3 and all(a == b for a, b in seen), seen
+    assert seen[-1][1] == result.end_cycle
+
+
 def test_reuse_meets_refreshes_where_the_iteration_starts():
     """One decode iteration (micro, npu+pim, three requests) started at 12 cycles spread
     over the refresh period, from a fresh exact simulator each: ReuseCost composing it at

@@ -24,6 +24,12 @@ on what was measured before it, nor on the order requests arrive in):
   channel (distinct rows), giving `base` (alone) and `step` (each further one), so a
   channel's work is sum(step) + max(base - step).
 
+A short piece (under SHORT_RUN_INTERVALS refresh intervals) is averaged over
+REFRESH_OFFSETS starts in the refresh interval, or, where ReuseCost knows the engine cycle it
+starts at (weight streams and decode pieces of small models), measured at the middle of the
+one of REFRESH_BINS bins of the refresh period it starts in, from a state that idled a
+period first (`run_phase`, `refresh_bin`).
+
 What is *not* cycle-level here, and is composed in cost_model.py instead: how these pieces
 overlap inside one phase (vector operators are replayed exactly from their analytic
 costs; channel work and NPU work are combined with max/sum per the phase structure).
@@ -376,15 +382,14 @@ class Components:
             kv_len -= 1
         return kv_len
 
-    def pim(self, kv_len: int, at: int | None = None) -> ChannelWork:
-        """PIM attention of one decode (q_len 1) over kv_len cached tokens; `at`: the
-        refresh bin it starts in (None: averaged over offsets)."""
-        key = (self.pim_key(kv_len + 1), at)
+    def pim(self, kv_len: int) -> ChannelWork:
+        """PIM attention of one decode (q_len 1) over kv_len cached tokens."""
+        key = self.pim_key(kv_len + 1)
         got = self._pim.get(key)
         if got is None:
             def build(ph, e):
                 self.sim._pim_gemv(ph, e, "attention_pim", -1)
-            got = self._channel_work(build, 1, self._canonical_kv(kv_len), at)
+            got = self._channel_work(build, 1, self._canonical_kv(kv_len))
             self._pim[key] = got
             self.measured["pim"] += 1
         return got
