@@ -197,40 +197,128 @@ def test_layers_whose_weights_do_not_line_up_stream_apart():
     assert abs(first / engine - 1) > 0.02
 
 
-@pytest.mark.parametrize("mode, overrides, bound", [
-    ("neupims", ("system.sub_batch_threshold=4",), 0.02),
-    ("npu+pim", (), 0.03),
-    ("npu-only", (), 0.035),
-])
-def test_exact_and_reuse_agree_on_a_small_trace(mode, overrides, bound):
-    """The issue's target is 0.5 %; it is not met. Measured (simulated time of the whole
-    trace, reuse against exact): micro model, these 8 requests (seed 1): neupims
-    (sub-batches from 4 requests) -1.3 %, npu+pim -2.0 %, npu-only -2.2 %; the same draw
-    with seeds 2 and 3: neupims -3.1 / -0.4 %, npu+pim -1.5 / -2.3 %, npu-only -6.7 /
-    -2.4 %; tiny model, 6 requests, seeds 1-3: neupims +0.3 / -0.0 / +1.1 %, npu+pim
-    +0.7 / +0.6 / +0.8 %, npu-only +1.0 / +1.2 / +0.7 %.
+def test_a_phase_costs_what_the_engine_clock_advanced():
+    """Four write bursts (below the write-drain threshold, so they wait in the write buffer
+    until the phase's barrier drains them): the phase is accepted within a few cycles, but
+    the writes are in the banks only after an ACT, tRCDWR and CWL at least; the phase
+    counts that drain (Phase.run) and the engine clock moved by exactly its cycles."""
+    from neupims_py.engine import dram as eng
+    cost = reuse_cost("npu+pim", "micro")
+    sim, t = cost.sim, cost.hw.memory.timing
+    e = E(-500, 4, 0, 0)
+    sim.ensure_kv(e, 4)
+    ph = _new_phase(cost.hw)
+    ph.writes(sim._kv_token_bursts(e, range(0, 1))[:4])
+    state = eng.new_state(sim.params)
+    state.glob[eng.G_CLK] = 100
+    res = ph.run(sim.params, state, sim.max_inject)
+    sim.release(e.req)
+    assert res.writes == 4
+    assert res.cycles == int(state.glob[eng.G_CLK]) - 100
+    assert res.cycles >= t.tRCDWR + t.CWL + 4
 
-    What is left, on the exact run's own batches: (1) the engine state the exact run
-    carries, mostly its refresh schedule, which locks to the phases (a PIM GEMV waits for
-    a refresh that would cut through it, and the write drain after a phase moves the
-    engine clock without being counted in the phase's cycles), so a phase does not meet
-    refreshes as if it started anywhere in the interval, as ReuseCost's pieces assume:
-    micro post phases (1700 cycles, refresh interval 1950) run 5-8 % slower in the exact
-    run than from fresh states averaged over refresh offsets, whole iterations 2-3 %
-    (tiny: 1-2 % faster); ReuseCost against those fresh-state runs of the same phases:
-    micro npu+pim +0.1 %. (2) How many refresh offsets a short piece is averaged over: a
-    short PIM piece's cycles are a sawtooth of its start offset (-11 / +14 %), and 4
-    offsets against 16 move a micro trace by up to 1.7 %. (3) npu-only: the last of a
-    request's cached K/V reads compete (FR-FCFS) with the post weights queued behind them
-    on the channel, and attention on array req % arrays delays the weight tiles queued
-    behind it on that array; ReuseCost's uniform shift of the post stream sees neither:
-    -2 to -7 % on the micro model's decode iterations."""
+
+def test_idle_time_refreshes_on_the_exact_engine():
+    """ExactCost runs the engine through the serving loop's idle gaps: its clock is the
+    timeline's and every channel refreshed once per refresh interval meanwhile."""
+    from neupims_py.engine import dram as eng
+    exact = ExactCost(hw_for("npu+pim"), MICRO)
+    interval, channels = exact.sim.params.refresh_interval, exact.hw.memory.geometry.channels
+    for cycle in (10, 1949, 5000, 123_457):
+        exact.idle_until(cycle)
+        st = exact.sim.state
+        assert int(st.glob[eng.G_CLK]) == cycle
+        assert st.stats[:, int(eng.Stat.REF)].sum() == channels * ((cycle - 1) // interval)
+
+
+def test_the_exact_engine_clock_is_the_serving_timeline():
+    """After every iteration of a trace with idle gaps, the exact engine's clock is where
+    the serving loop's timeline says the iteration ended."""
+    from neupims_py.engine import dram as eng
+    hw = hw_for("npu+pim")
+    cost = ExactCost(hw, MICRO)
+    seen = []
+
+    def observe(i, start, it, entries):
+        seen.append((start + it.cycles, int(cost.sim.state.glob[eng.G_CLK])))
+    rows = requests([20, 30, 12], [3, 2, 4], arrival_ns=[1_000, 4_000, 90_000])
+    result = Orchestrator(hw, MICRO, cost, observer=observe).run(rows)
+    assert len(seen) >= 3 and all(a == b for a, b in seen), seen
+    assert seen[-1][1] == result.end_cycle
+
+
+def test_reuse_meets_refreshes_where_the_iteration_starts():
+    """One decode iteration (micro, npu+pim, three requests) started at 12 cycles spread
+    over the refresh period, from a fresh exact simulator each: ReuseCost composing it at
+    the refresh offsets its phases start at against averaged over offsets. Measured: mean
+    |error| 1.7 % (at most 4.4 %) against 2.5 % (at most 5.2 %)."""
+    cost = reuse_cost("npu+pim", "micro")
+    batch = [E(i, 1, 40 + 9 * i, i) for i in range(3)]
+    anywhere = cost.iteration_cycles(batch).cycles
+    tracked, averaged = [], []
+    for k in range(12):
+        start = 10_000 + k * 3900 // 12 + 7
+        exact = ExactCost(hw_for("npu+pim"), MICRO)
+        for e in batch:
+            exact.admit(e.req, e.channel, e.kv_len + 1)
+        x = exact.iteration_cycles(batch, start=start).cycles
+        tracked.append(abs(cost.iteration_cycles(batch, start=start).cycles / x - 1))
+        averaged.append(abs(anywhere / x - 1))
+    assert np.mean(tracked) < 0.02 and np.mean(tracked) < np.mean(averaged), (tracked, averaged)
+
+
+@pytest.mark.parametrize("model_name, mode, overrides, bound", [
+    ("micro", "neupims", ("system.sub_batch_threshold=4",), 0.025),
+    ("micro", "npu+pim", (), 0.03),
+    ("micro", "npu-only", (), 0.03),
+    ("tiny", "neupims", ("system.sub_batch_threshold=4",), 0.005),
+    ("tiny", "npu+pim", (), 0.005),
+    ("tiny", "npu-only", (), 0.005),
+])
+def test_exact_and_reuse_agree_on_a_small_trace(model_name, mode, overrides, bound):
+    """The issue's target is 0.5 %: met on the tiny model (seed 1 here) in every mode, and
+    for seeds 2 and 3 in npu+pim and neupims; not on the micro model. Measured (simulated
+    time of the whole trace, reuse against exact), micro model, 8 requests, seeds 1 / 2 / 3:
+    neupims (sub-batches from 4 requests) -1.9 / -2.1 / -2.3 %, npu+pim +2.3 / -0.5 /
+    +2.7 %, npu-only -2.5 / -0.0 / -0.7 %; tiny model, 6 requests: neupims +0.2 / -0.0 /
+    +0.6 %, npu+pim -0.0 / -0.2 / +0.0 %, npu-only -0.3 / -0.9 / -0.9 %. (Before phases
+    counted the barrier's write drain and ReuseCost composed at the refresh offsets: micro
+    -1.3 / -3.1 / -0.4, -2.0 / -1.5 / -2.3, -2.2 / -6.7 / -2.4 %; tiny +0.3 / -0.0 / +1.1,
+    +0.7 / +0.6 / +0.8, +1.0 / +1.2 / +0.7 %.)
+
+    What the timeline is: a phase costs what the engine clock advanced, the write drain at
+    its barrier included (Phase.run: a barrier means memory quiescent, as PIM reads K/V in
+    the banks, not in the controller's write buffer), and the exact engine runs through
+    the loop's idle gaps (ExactCost.idle_until), so the engine's refresh schedule is the
+    timeline's. With a start cycle, ReuseCost composes npu+pim and npu-only iterations (and
+    neupims ones below the sub-batch threshold) layer by layer, each weight stream and
+    decode piece measured at the refresh offset it starts at (Components.refresh_bin): a
+    short stream on the micro model takes 1687 cycles or up to 21 % more depending on where
+    the next refresh falls and which rank it takes. Interleaved iterations stay averaged
+    over offsets (at the offsets, the traces came out 0.1-1 % further from exact), with PIM
+    beside a stream running late as measured (Components.pim_slowdown).
+
+    What is left: (1) the micro traces are chaotic: an iteration 1-7 % short (a prompt's
+    first iteration after an idle gap, whose post phases meet a refresh the exact run's
+    write drain postponed; a prefill joining decodes) ends before an arrival the exact
+    run's iteration ended after, so the two runs batch differently from there on (npu+pim
+    seed 1: one more iteration, +2.3 %, though the exact run's own batches compose to
+    -1.2 %). (2) Pieces start from fresh engine states with every bank closed; the exact
+    run's post streams pay a precharge first (+14 cycles, 0.8 % of a micro post phase;
+    opening a row in every bank before a piece overshot: +8 %). (3) Interleaved micro
+    phases whose PIM side is the longest run 5-9 % longer in the exact run than composed.
+    (4) npu-only: the post stream's first tiles (two per array) load their weights while
+    the cached K/V reads run, delaying them, and post tiles on arrays without attention
+    run ahead; ReuseCost's uniform shift of the post stream sees neither: micro decode
+    iterations -5 to -9 %, prompts alone -13 %."""
+    model = {"micro": MICRO, "tiny": TINY}[model_name]
     rng = np.random.default_rng(1)
-    rows = requests(rng.integers(16, 64, 8), rng.integers(8, 16, 8),
-                    arrival_ns=np.sort(rng.integers(0, 200_000, 8)))
+    n = 8 if model_name == "micro" else 6
+    rows = requests(rng.integers(16, 64, n), rng.integers(8, 16, n),
+                    arrival_ns=np.sort(rng.integers(0, 200_000, n)))
     hw = hw_for(mode, *overrides)
-    exact = Orchestrator(hw, MICRO, ExactCost(hw, MICRO)).run(rows)
-    reuse = Orchestrator(hw, MICRO, reuse_cost(mode, "micro", overrides)).run(rows)
+    exact = Orchestrator(hw, model, ExactCost(hw, model)).run(rows)
+    reuse = Orchestrator(hw, model, reuse_cost(mode, model_name, overrides)).run(rows)
     diff = reuse.end_cycle / exact.end_cycle - 1
     assert abs(diff) < bound, diff
     assert len(reuse.iterations) == pytest.approx(len(exact.iterations), abs=2)

@@ -23,13 +23,14 @@ def col(result, name):
 
 def test_two_requests_token_times_by_hand():
     """r0 (8 prompt, 3 output) arrives at 0, r1 (5, 2) at 1 ns, during r0's prefill: it
-    waits for the next iteration. Channels by min-load: r0 -> 0, r1 -> 1 (0 holds 8)."""
+    waits for the next iteration. Channels by min-load: r0 -> 0, r1 -> 1 (0 holds 8). Each
+    iteration costs what its batch costs starting where the previous one ended."""
     rows = requests([8, 5], [3, 2], arrival_ns=[0, 1])
     result, _ = serve(rows)
     cost = reuse_cost("neupims", "micro")
-    c0 = cost.iteration_cycles([BatchEntry(0, 8, 0, 0)]).cycles
-    c1 = cost.iteration_cycles([BatchEntry(0, 1, 8, 0), BatchEntry(1, 5, 0, 1)]).cycles
-    c2 = cost.iteration_cycles([BatchEntry(0, 1, 9, 0), BatchEntry(1, 1, 5, 1)]).cycles
+    c0 = cost.iteration_cycles([BatchEntry(0, 8, 0, 0)], start=0).cycles
+    c1 = cost.iteration_cycles([BatchEntry(0, 1, 8, 0), BatchEntry(1, 5, 0, 1)], start=c0).cycles
+    c2 = cost.iteration_cycles([BatchEntry(0, 1, 9, 0), BatchEntry(1, 1, 5, 1)], start=c0 + c1).cycles
     r0, r1 = result.requests
     assert r0.token_cycles == [c0, c0 + c1, c0 + c1 + c2]
     assert r1.token_cycles == [c0 + c1, c0 + c1 + c2]
@@ -72,7 +73,9 @@ def test_chunked_prefill_splits_prompts():
     assert r.first_token == sum(col(result, "cycles")[:3])
     # a chunk after the first attends over the cached tokens: exactly the costs of that
     cost = reuse_cost("neupims", "micro")
-    assert col(result, "cycles")[1] == cost.iteration_cycles([BatchEntry(0, 4, 4, 0)]).cycles
+    start = int(col(result, "start_cycle")[1])
+    assert start == col(result, "cycles")[0]
+    assert col(result, "cycles")[1] == cost.iteration_cycles([BatchEntry(0, 4, 4, 0)], start=start).cycles
 
 
 def test_chunked_budget_is_shared_with_decodes():

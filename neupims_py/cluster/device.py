@@ -181,7 +181,7 @@ class Device(Orchestrator):
         return rejected
 
     def _run(self, now: int, batch, entries) -> int:
-        cost = self.cost.iteration_cycles(entries)
+        cost = self.cost.iteration_cycles(entries, start=now)
         energy = self.energy.iteration(cost, entries, self.pim_attention)
         self.records.append(self._record(len(self.records), now, cost, batch, entries, energy))
         self.stats[0].iterations += 1

@@ -28,7 +28,7 @@ def _ceil(a: int, b: int) -> int:
 
 @dataclass
 class PhaseResult:
-    cycles: int  # from the phase's start to its last event
+    cycles: int  # from the phase's start to its last event, buffered writes drained
     ops: dict  # op name -> {"start", "end", "busy", "unit", "bytes"} (cycles relative to phase start)
     stats: np.ndarray  # DRAM/PIM counters of the phase [channel, Stat]
     npu_busy: np.ndarray  # busy cycles per NPU resource (arrays..., vector)
@@ -233,13 +233,16 @@ class Phase:
         end = int(ctl[eng.C_END])
         if end < start:
             end = start
-        # the next phase starts after this one's last event (a barrier)
+        # the next phase starts after this one's last event and after the engine drained
+        # the writes still buffered (a barrier: memory quiescent); the phase costs what
+        # the engine clock advanced, drain included
         state.glob[eng.G_CLK] = max(int(state.glob[eng.G_CLK]), end + 1)
+        done = int(state.glob[eng.G_CLK])
         ops = self._op_report(start, grp, tasks, pb, pim_op, t)
         stats = state.stats - before
         writes = int(np.count_nonzero(isw))
         return PhaseResult(
-            cycles=end + 1 - start,
+            cycles=done - start,
             ops=ops,
             stats=stats,
             npu_busy=tasks.busy[:nres].copy(),

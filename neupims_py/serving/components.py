@@ -24,6 +24,12 @@ on what was measured before it, nor on the order requests arrive in):
   channel (distinct rows), giving `base` (alone) and `step` (each further one), so a
   channel's work is sum(step) + max(base - step).
 
+A short piece (under SHORT_RUN_INTERVALS refresh intervals) is averaged over
+REFRESH_OFFSETS starts in the refresh interval, or, where ReuseCost knows the engine cycle it
+starts at (weight streams and decode pieces of small models), measured at the middle of the
+one of REFRESH_BINS bins of the refresh period it starts in, from a state that idled a
+period first (`run_phase`, `refresh_bin`).
+
 What is *not* cycle-level here, and is composed in cost_model.py instead: how these pieces
 overlap inside one phase (vector operators are replayed exactly from their analytic
 costs; channel work and NPU work are combined with max/sum per the phase structure).
@@ -63,13 +69,15 @@ class StreamMeasure(NamedTuple):
     array_busy: float  # systolic-array busy cycles, all arrays
     stats: np.ndarray  # float64 [Stat], summed over channels
     read_bytes: float  # weight bytes read
+    long: bool = False  # long enough to be measured from one refresh offset only
 
 
 class ChannelWork(NamedTuple):
-    """Serial work one request puts on its channel. Writes are posted: the engine counts a
-    phase done when the last write is accepted (`base`, `step`), while the channel is busy
-    until they are drained into the banks (`drained_base`, `drained_step`), which is what
-    traffic queued behind them waits for."""
+    """Serial work one request puts on its channel. A phase ends with its buffered writes
+    drained into the banks (compiler/program.py Phase.run), so `base`/`step` (the phase's
+    cycles) and `drained_base`/`drained_step` (until buffered writes were written) are the
+    same measure now; both are kept for the composition's two uses (phase end, traffic
+    queued behind the writes)."""
 
     base: float  # cycles alone on an idle channel
     step: float  # cycles each further such request adds on the same channel
@@ -104,7 +112,7 @@ class Components:
         self._write: dict[tuple, ChannelWork] = {}
         self._read: dict[int, ChannelWork] = {}
         self._slow: dict[tuple[str, int], list] = {}
-        self._slow_runs: dict[tuple, tuple[float, float]] = {}
+        self._slow_runs: dict[tuple, tuple[float, float, float]] = {}
         self._beta: dict[bool, float] = {}
         npu = self.hw.npu
         mats = self.model.weight_matrices()
@@ -159,24 +167,25 @@ class Components:
             self._stream_layers[key] = got
         return got
 
-    def stream(self, kind: str, tokens: int, layer: int = 0) -> StreamMeasure:
+    def stream(self, kind: str, tokens: int, layer: int = 0, at: int | None = None) -> StreamMeasure:
         """The weight stream of `kind` of `layer` for `tokens` tokens (see the module
         docstring); measured for the first layer that streams alike (`stream_layer`).
+        `at`: the refresh bin it starts in (`refresh_bin`; None: averaged over offsets).
 
         Grid points are measured from the bottom up to the pair around the token count, so
         what a count gets never depends on which counts came before it."""
         layer = self.stream_layer(kind, layer)
         s = self.stream_class(tokens)
         if s == self.min_rows or self.exact_tokens:
-            return self._stream_at(kind, s, layer)
+            return self._stream_at(kind, s, layer, at)
         seen: list[tuple[int, StreamMeasure]] = []
         for p in self._grid():
             if p >= s:
                 if p == s:
-                    return self._stream_at(kind, s, layer)
+                    return self._stream_at(kind, s, layer, at)
                 lo, a = seen[-1]
-                return _interpolate(a, lo, self._stream_at(kind, p, layer), p, s)
-            seen.append((p, self._stream_at(kind, p, layer)))
+                return _interpolate(a, lo, self._stream_at(kind, p, layer, at), p, s)
+            seen.append((p, self._stream_at(kind, p, layer, at)))
             if len(seen) >= 3 and _collinear(seen[-3:]) and self._compute_bound(kind, seen[-2:]):
                 return _extend(seen[-2], seen[-1], s)
         raise AssertionError("unreachable: the grid is unbounded")
@@ -208,8 +217,30 @@ class Components:
             k += 1
             p = max(p + 1, int(round(self.min_rows * self.grid_ratio ** k)))
 
-    def _stream_at(self, kind: str, s: int, layer: int = 0) -> StreamMeasure:
-        key = (kind, s, layer)
+    def refresh_bin(self, cycle: float) -> int | None:
+        """The bin (of REFRESH_BINS equal ones) of the refresh period (`refresh_period`)
+        an engine cycle falls in; None without refresh."""
+        period = refresh_period(self.sim.params)
+        if not period:
+            return None
+        return min(int((cycle % period) * REFRESH_BINS // period), REFRESH_BINS - 1)
+
+    def bin_offset(self, at: int) -> int:
+        """The cycle offset within the refresh period a bin is measured at: its middle."""
+        return (2 * at + 1) * refresh_period(self.sim.params) // (2 * REFRESH_BINS)
+
+    def stream_is_short(self, kind: str, tokens: int, layer: int = 0) -> bool:
+        """Whether the stream meets refreshes at offsets that matter: shorter than
+        SHORT_RUN_INTERVALS refresh intervals (longer ones are measured once)."""
+        sm = self.stream(kind, tokens, layer)
+        return not sm.long
+
+    def _stream_at(self, kind: str, s: int, layer: int = 0, at: int | None = None) -> StreamMeasure:
+        if at is not None:
+            avg = self._stream_at(kind, s, layer)
+            if avg.long:
+                return avg
+        key = (kind, s, layer, at)
         got = self._streams.get(key)
         if got is not None:
             return got
@@ -219,7 +250,7 @@ class Components:
         T = 1 if s == self.min_rows else s
         for lay, w in self.gemms(kind, layer):
             ph.gemm(npu, f"{lay}.{w.name}", T, w.rows, w.cols, self.sim.w_base[(lay, w.name)])
-        res = run_phase(ph, self.sim)
+        res = run_phase(ph, self.sim, None if at is None else self.bin_offset(at))
         tail = join_tail(npu, T)
         ends = tuple(res.ends[f"{lay}.{w.name}"] - tail for lay, w in self.gemms(kind, layer))
         got = StreamMeasure(
@@ -227,6 +258,7 @@ class Components:
             array_busy=res.array_busy,
             stats=res.stats,
             read_bytes=res.reads * hw.memory.geometry.burst_bytes,
+            long=res.offsets == 1 and at is None,
         )
         self._streams[key] = got
         self.measured["stream"] += 1
@@ -242,25 +274,35 @@ class Components:
         or below the count) with PIM over the whole stream and over about SLOW_FRACTIONS of
         it (a number of one-token-group GEMVs back to back on each channel), interpolated
         linearly in the fraction the PIM really covered (0 at 0)."""
+        return self._slow_points(kind, tokens, fraction, 1)
+
+    def pim_slowdown(self, kind: str, tokens: int, fraction: float = 1.0) -> float:
+        """The other side of `stream_slowdown`, from the same runs: how much later PIM
+        GEMVs of `fraction` * S cycles alone end beside the weight stream of `kind`, per
+        cycle of the stream they overlap (min(PIM alone, S))."""
+        return self._slow_points(kind, tokens, fraction, 2)
+
+    def _slow_points(self, kind: str, tokens: int, fraction: float, col: int) -> float:
         s = self.stream_class(tokens)
         if s != self.min_rows and not self.exact_tokens:
             s = max(p for p in self._grid_until(s) if p <= s)
         key = (kind, s)
         pts = self._slow.get(key)
         if pts is None:
-            pts = [(0.0, 0.0)] + [self._slowdown_at(kind, s, f) for f in SLOW_FRACTIONS]
+            pts = [(0.0, 0.0, 0.0)] + [self._slowdown_at(kind, s, f) for f in SLOW_FRACTIONS]
             pts.sort()
             self._slow[key] = pts
         if fraction >= pts[-1][0]:
-            return pts[-1][1]
-        for (f0, g0), (f1, g1) in zip(pts, pts[1:]):
-            if fraction <= f1:
-                return g0 + (g1 - g0) * (fraction - f0) / max(f1 - f0, 1e-12)
-        return pts[-1][1]
+            return pts[-1][col]
+        for a, b in zip(pts, pts[1:]):
+            if fraction <= b[0]:
+                return a[col] + (b[col] - a[col]) * (fraction - a[0]) / max(b[0] - a[0], 1e-12)
+        return pts[-1][col]
 
-    def _slowdown_at(self, kind: str, s: int, frac: float | None) -> tuple[float, float]:
-        """(fraction of the stream PIM covered, slowdown) with PIM on every channel for
-        about `frac` of the stream alone (None: longer than the stream, twice over)."""
+    def _slowdown_at(self, kind: str, s: int, frac: float | None) -> tuple[float, float, float]:
+        """(fraction of the stream PIM covered, stream slowdown, PIM slowdown per cycle
+        overlapped) with PIM on every channel for about `frac` of the stream alone (None:
+        longer than the stream, twice over)."""
         alone = self._stream_at(kind, s)
         S = alone.ends[-1]
         if frac is None:
@@ -291,8 +333,11 @@ class Components:
             self.sim.release(r)
         layer, mat = self.gemms(kind)[-1]
         contended = res.ends[f"{layer}.{mat.name}"] - join_tail(self.hw.npu, T)
+        P = w.base + (n - 1) * w.step
+        pim_late = res.ends["attention_pim"] + 1 - P
         self.measured["stream"] += 1
-        got = (covered if frac is not None else max(covered, 1.0), max(0.0, (contended - S) / S))
+        got = (covered if frac is not None else max(covered, 1.0), max(0.0, (contended - S) / S),
+               max(0.0, pim_late / min(P, S)))
         self._slow_runs[(kind, s, kv, n)] = got
         return got
 
@@ -349,18 +394,19 @@ class Components:
             self.measured["pim"] += 1
         return got
 
-    def decode(self, kv_len: int) -> ChannelWork:
+    def decode(self, kv_len: int, at: int | None = None) -> ChannelWork:
         """A decode's channel work when its K/V write and its PIM attention start together
         (no sub-batches: both wait for QKV): measured as one piece, keyed by the PIM
         command stream, at the key's smallest KV length (the write's position within its
-        32-token K row group, which moves the write by a few percent, is that one's)."""
-        key = self.pim_key(kv_len + 1)
+        32-token K row group, which moves the write by a few percent, is that one's).
+        `at`: the refresh bin it starts in (None: averaged over offsets)."""
+        key = (self.pim_key(kv_len + 1), at)
         got = self._decode.get(key)
         if got is None:
             def build(ph, e):
                 ph.writes(self.sim._kv_token_bursts(e, range(e.kv_len, e.kv_len + 1)))
                 self.sim._pim_gemv(ph, e, "attention_pim", -1)
-            got = self._channel_work(build, 1, self._canonical_kv(kv_len))
+            got = self._channel_work(build, 1, self._canonical_kv(kv_len), at)
             self._decode[key] = got
             self.measured["pim"] += 1
         return got
@@ -445,25 +491,26 @@ class Components:
         self.sim.ensure_kv(e, kv_len + q_len)
         return e
 
-    def _run_on_channel(self, parts):
+    def _run_on_channel(self, parts, at: int | None = None):
         """One engine run of `parts` [(build, q_len, kv_len)], each a fresh request on
-        channel 0, from a fresh engine state."""
+        channel 0, from a fresh engine state (at refresh bin `at`; None: averaged)."""
         ph = _new_phase(self.hw)
         fakes = []
         for build, q_len, kv_len in parts:
             e = self._fake_entry(q_len, kv_len, 0)
             fakes.append(e.req)
             build(ph, e)
-        res = run_phase(ph, self.sim)
+        res = run_phase(ph, self.sim, None if at is None else self.bin_offset(at))
         for r in fakes:
             self.sim.release(r)
         return res
 
-    def _channel_work(self, build, q_len: int, kv_len: int) -> ChannelWork:
-        """Run `build` for 1 and for `copies` requests (distinct rows) on channel 0."""
-        one = self._run_on_channel([(build, q_len, kv_len)])
+    def _channel_work(self, build, q_len: int, kv_len: int, at: int | None = None) -> ChannelWork:
+        """Run `build` for 1 and for `copies` requests (distinct rows) on channel 0 (at
+        refresh bin `at`; None: averaged over offsets)."""
+        one = self._run_on_channel([(build, q_len, kv_len)], at)
         n = self.copies
-        many = self._run_on_channel([(build, q_len, kv_len)] * n)
+        many = self._run_on_channel([(build, q_len, kv_len)] * n, at)
         return ChannelWork(
             base=one.cycles,
             step=(many.cycles - one.cycles) / (n - 1),
@@ -484,6 +531,7 @@ class Run(NamedTuple):
     array_busy: float
     pim_busy: float
     reads: float
+    offsets: int  # how many refresh offsets it was averaged over
 
 
 # A run shorter than this many refresh intervals is repeated from REFRESH_OFFSETS evenly
@@ -492,20 +540,43 @@ class Run(NamedTuple):
 SHORT_RUN_INTERVALS = 4
 REFRESH_OFFSETS = 4
 
+# Where ReuseCost knows the engine cycle a short piece starts at, the piece is measured at
+# the middle of the one of this many equal bins of the refresh period it starts in.
+REFRESH_BINS = 32
 
-def run_phase(ph: Phase, sim: IterationSimulator) -> Run:
+
+def refresh_period(p) -> int:
+    """Cycles after which the engine's refresh schedule repeats, rank included: it
+    refreshes a channel at every multiple of the refresh interval, rank-staggered one rank
+    after the other (the first refresh rank 0's); 0 without refresh. Which rank a refresh
+    takes matters: a short weight stream reads one rank's rows at a time."""
+    if p.refresh_policy == eng.REFRESH_OFF:
+        return 0
+    return p.refresh_interval * (p.ranks if p.refresh_policy == eng.REFRESH_RANK_STAGGERED else 1)
+
+
+def run_phase(ph: Phase, sim: IterationSimulator, offset: int | None = None) -> Run:
     """Run a phase from fresh engine states (the same phase, the same result, whatever ran
-    before), averaged over refresh offsets when it is short."""
+    before), averaged over refresh offsets when it is short; with `offset`, once, started
+    that many cycles into the refresh interval."""
     p = sim.params
     runs = []
     interval = p.refresh_interval
     for k in range(REFRESH_OFFSETS):
-        o = k * interval // REFRESH_OFFSETS
+        o = k * interval // REFRESH_OFFSETS if offset is None else offset
         state = eng.new_state(p)
         state.glob[eng.G_CLK] = o
+        if offset is not None and p.refresh_policy != eng.REFRESH_OFF:
+            # as in a run that went on for a while: one refresh period without work first,
+            # so the refreshes before the start have been (and perhaps are still going on)
+            idle = sim._new_phase()
+            idle.vector("idle", refresh_period(p) - 1)
+            idle.run(p, state, sim.max_inject)
+            o = int(state.glob[eng.G_CLK])
         res = ph.run(p, state, sim.max_inject)
         runs.append((res, max(float(res.cycles), float(state.glob[eng.G_CLK] - o))))
-        if k == 0 and (p.refresh_policy == eng.REFRESH_OFF or res.cycles >= SHORT_RUN_INTERVALS * interval):
+        if offset is not None or (k == 0 and (p.refresh_policy == eng.REFRESH_OFF
+                                              or res.cycles >= SHORT_RUN_INTERVALS * interval)):
             break
     n = len(runs)
     names = runs[0][0].ops.keys()
@@ -517,6 +588,7 @@ def run_phase(ph: Phase, sim: IterationSimulator) -> Run:
         array_busy=sum(float(r.npu_busy[:-1].sum()) for r, _ in runs) / n,
         pim_busy=sum(float(r.pim_busy.sum()) for r, _ in runs) / n,
         reads=sum(r.reads for r, _ in runs) / n,
+        offsets=n,
     )
 
 
@@ -562,6 +634,7 @@ def _interpolate(a: StreamMeasure, lo: int, b: StreamMeasure, hi: int, s: int) -
         array_busy=a.array_busy + (b.array_busy - a.array_busy) * f,
         stats=a.stats,  # weight traffic does not depend on the token count
         read_bytes=a.read_bytes,
+        long=a.long and b.long,
     )
 
 
@@ -586,4 +659,5 @@ def _extend(first, last, s: int) -> StreamMeasure:
         array_busy=b.array_busy + (b.array_busy - a.array_busy) * f,
         stats=b.stats,
         read_bytes=b.read_bytes,
+        long=a.long and b.long,
     )

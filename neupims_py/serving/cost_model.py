@@ -30,10 +30,20 @@ One interface, two implementations:
   engine issues NPU tasks in program order: a vector task starts when the vector unit is
   free and its dependency ended, a GEMM's join after every earlier task): for token counts
   up to the array height this reproduces the engine's phase to the cycle. Channel work
-  adds up per channel. What the composition cannot see: engine state carried from one
-  phase to the next (open rows, the refresh schedule, write drains between phases), and
+  adds up per channel.
+
+  Refresh: given the cycle an iteration starts at (the serving loop gives it), npu+pim and
+  npu-only iterations whose weight streams are short (a few refresh intervals: small
+  models) are composed layer by layer, each weight stream and decode piece measured at the
+  offset in the refresh period where it starts (Components.refresh_bin); otherwise, and for
+  interleaved iterations, pieces are averaged over offsets. What the composition cannot
+  see: other engine state carried from one phase to the next (open rows), and
   interactions beyond the two calibrations. tests/test_serving_cost_model.py measures the
   difference to `ExactCost`.
+
+  A phase costs what the engine clock advanced, the drain of buffered writes at its
+  barrier included (compiler/program.py Phase.run), and ExactCost runs the engine through
+  the serving loop's idle gaps, so the engine's clock is the serving timeline.
 
 With `trace = True`, `ReuseCost` also returns the timeline it composed (`IterationCost.
 timeline`, drawn by `neupims-sim run --chrome-trace`): per phase, when each NPU step, each
@@ -51,6 +61,7 @@ from typing import NamedTuple
 import numpy as np
 
 from neupims_py.compiler.iteration import BatchEntry, IterationSimulator
+from neupims_py.engine.dram import CH_NEXT_REF, G_CLK
 from neupims_py.formats import NUM_STATS, Stat
 from neupims_py.npu import VectorOp, attention_timing, rows_cycles, vector_cycles
 from neupims_py.serving.components import ChannelWork, Components, join_tail
@@ -127,7 +138,9 @@ class CostModel:
     def release(self, req: int) -> None:
         """Request `req` finished: its rows are free."""
 
-    def iteration_cycles(self, batch: list[BatchEntry]) -> IterationCost:
+    def iteration_cycles(self, batch: list[BatchEntry], start: int | None = None) -> IterationCost:
+        """What `batch` costs as one iteration; `start`: the cycle it starts at on the
+        serving timeline (None: anywhere, a cost independent of the timeline)."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -149,7 +162,27 @@ class ExactCost(CostModel):
     def release(self, req):
         self.sim.release(req)
 
-    def iteration_cycles(self, batch):
+    def idle_until(self, cycle: int) -> None:
+        """Let the engine run without work up to `cycle` (refreshes go on meanwhile), so its
+        clock is the serving timeline's: one phase holding a single task that lasts the gap
+        on the vector unit (its counters are not an iteration's and are not reported)."""
+        sim = self.sim
+        st = sim.state
+        clk = int(st.glob[G_CLK])
+        if cycle <= clk:
+            return
+        if int(st.chan[:, CH_NEXT_REF].min()) >= cycle:
+            # nothing happens in memory before then (the engine would step to its next
+            # event before seeing the task end)
+            st.glob[G_CLK] = cycle
+            return
+        ph = sim._new_phase()
+        ph.vector("idle", cycle - clk - 1)
+        ph.run(sim.params, st, sim.max_inject)
+
+    def iteration_cycles(self, batch, start=None):
+        if start is not None:
+            self.idle_until(start)
         r = self.sim.simulate(batch, exact=True)
         ops = dict.fromkeys(OP_GROUPS, 0)
         for name, o in r.ops.items():
@@ -382,7 +415,8 @@ class ReuseCost(CostModel):
                 spans.append((f"array{a}", "attention_npu", t - c, t))
         return end, busy
 
-    def _combine(self, writes: list, pims: list, reads: list, pim_from: float, io_from: float) -> float:
+    def _combine(self, writes: list, pims: list, reads: list, pim_from: float, io_from: float,
+                 p_late: float = 0.0) -> float:
         """When one channel is done with its K/V writes then reads (a channel serves normal
         requests in program order, from `io_from`) and its PIM GEMVs (from `pim_from`).
 
@@ -390,8 +424,9 @@ class ReuseCost(CostModel):
         reads. With PIM still running when the writes start:
         max(writes + reads, PIM) + beta * min(writes, PIM still running), with beta
         measured for decode-sized and prompt-sized writes (`write_pim_overlap`); reads
-        wait for PIM with a single row buffer and overlap it with dual ones."""
-        R, P = _channel_time(reads), _channel_time(pims)
+        wait for PIM with a single row buffer and overlap it with dual ones. `p_late`:
+        cycles the PIM GEMVs run longer than alone (a weight stream beside them)."""
+        R, P = _channel_time(reads), _channel_time(pims) + p_late
         p_left = max(0.0, pim_from + P - io_from)  # PIM still running when the writes start
         if not p_left:
             return max(io_from + _channel_time(_works(writes), drained=R > 0) + R, pim_from + P)
@@ -467,17 +502,34 @@ class ReuseCost(CostModel):
         return a + b, j
 
     # ------------------------------------------------------------------ iterations
-    def iteration_cycles(self, batch):
+    def _tracks_refresh(self, batch, start) -> bool:
+        """Whether to compose layer by layer at the refresh offsets the phases start at:
+        with a start cycle, refresh on, and weight streams short enough for the offset to
+        matter (a layer of a real model streams for many intervals, and its pieces are
+        averaged over offsets)."""
+        if start is None or self.parts.refresh_bin(0) is None:
+            return False
+        kind = "fused" if not self.pim else "post"
+        return self.parts.stream_is_short(kind, sum(e.q_len for e in batch))
+
+    def _bin(self, t0: float | None, d: float = 0.0) -> int | None:
+        return None if t0 is None else self.parts.refresh_bin(t0 + d)
+
+    def iteration_cycles(self, batch, start=None):
         batch = [e if isinstance(e, BatchEntry) else BatchEntry(*e) for e in batch]
         acc = _Acc()
         timeline: list | None = [] if self.trace else None
+        track = self._tracks_refresh(batch, start)
         if self.sim.interleaves(batch) and self.pim:
+            # composed from pieces averaged over refresh offsets: at the offsets the phases
+            # start at, the micro/tiny traces came out 0.1-1 % further from exact
             cycles, phases, sub = self._interleaved(acc, batch, timeline)
         else:
             body, kinds = (self._npu_only, ("fused",)) if not self.pim else (self._serial, ("pre", "post"))
             cycles, phases, sub = 0.0, None, 1
-            for first, n in self._layer_runs(kinds, self.layers):
-                c, ph, sub = body(acc, batch, first, n, timeline)
+            runs = [(layer, 1) for layer in range(self.layers)] if track else self._layer_runs(kinds, self.layers)
+            for first, n in runs:
+                c, ph, sub = body(acc, batch, first, n, timeline, start + cycles if track else None)
                 cycles += c
                 phases = phases or ph
         stats = acc.stats
@@ -515,14 +567,15 @@ class ReuseCost(CostModel):
             got = self._runs[(kinds, layers)] = [(first, n) for first, n, _ in runs]
         return got
 
-    def _npu_only(self, acc: _Acc, batch, first: int, L: int, timeline: list | None = None):
+    def _npu_only(self, acc: _Acc, batch, first: int, L: int, timeline: list | None = None,
+                  t0: float | None = None):
         """One phase per layer (for the L layers from `first`, which stream alike): pre,
         attention on the NPU, post, weights as one stream. A channel serves QKV weights,
         then its K/V writes and reads, then post weights; the post stream (which needs every
         channel) waits for the slowest channel and for the attention queued on the
-        arrays."""
+        arrays. `t0`: the engine cycle the phase starts at (None: anywhere)."""
         T = sum(e.q_len for e in batch)
-        sm = self.parts.stream("fused", T, first)
+        sm = self.parts.stream("fused", T, first, self._bin(t0))
         steps, j = self._steps("fused", T, [])
         n_pre = sum(1 for s in steps[: j + 1] if s.gemm)
         pre_ends = _replay(steps[: j + 1], sm.ends[:n_pre])
@@ -553,17 +606,20 @@ class ReuseCost(CostModel):
             timeline.append(TraceBlock(first, L, (TracePhase("layer", phase, 0, tuple(spans)),)))
         return phase * L, (("layer", phase),), 1
 
-    def _serial(self, acc: _Acc, batch, first: int, L: int, timeline: list | None = None):
+    def _serial(self, acc: _Acc, batch, first: int, L: int, timeline: list | None = None,
+                t0: float | None = None):
         """npu+pim (and neupims below the sub-batch threshold), for the L layers from
         `first` (which stream alike): per layer, pre and attention (K/V writes, PIM GEMVs
         and NPU attention all wait for QKV), then post. A decode's write and PIM GEMV are
-        one measured piece (`Components.decode`)."""
+        one measured piece (`Components.decode`). `t0`: the engine cycle the layer starts at
+        (None: anywhere)."""
         T = sum(e.q_len for e in batch)
-        sm = self.parts.stream("pre", T, first)
+        sm = self.parts.stream("pre", T, first, self._bin(t0))
         steps, j = self._steps("pre", T, [])
         ends = _replay(steps, sm.ends)
         j_end = ends[j]
-        decodes = self._by_channel(batch, lambda e: None if self._on_npu(e) else self.parts.decode(e.kv_len))
+        at = self._bin(t0, j_end)
+        decodes = self._by_channel(batch, lambda e: None if self._on_npu(e) else self.parts.decode(e.kv_len, at))
         writes = self._writes([e for e in batch if self._on_npu(e)])
         reads = self._reads(batch)
         chans = {c: self._combine(writes.get(c, []), decodes.get(c, []), reads.get(c, []), j_end, j_end)
@@ -585,7 +641,7 @@ class ReuseCost(CostModel):
             self._account_channels(acc, works, L)
         acc.ops["attention_pim"] += max((_channel_time(p) for p in decodes.values()), default=0.0) * L
         acc.ops["attention_npu"] += (attn_end - j_end) * L if attn_busy else 0.0
-        sm = self.parts.stream("post", T, first)
+        sm = self.parts.stream("post", T, first, self._bin(t0, ph1))
         steps, _ = self._steps("post", T, self._pim_lens(batch))
         ends = _replay(steps, sm.ends)
         ph2 = max(ends) + 1
@@ -612,15 +668,20 @@ class ReuseCost(CostModel):
         pim_side = max((_channel_time(p) for p in pims.values()), default=0.0)
         S = sm.ends[-1]
         slow = 1.0
+        late = 0.0
         if pim_side:
             slow += self.parts.stream_slowdown(kind, T, pim_side / S)
+            late = self.parts.pim_slowdown(kind, T, pim_side / S)
         ends = _replay(steps, [t * slow for t in sm.ends])
         npu_end = max(ends)
         j_end = ends[j] if j is not None else None
         writes = self._writes(npu_sb) if j is not None else {}
         reads = self._reads(attn_sb) if attn_sb is not None else {}
         io_from = j_end if j_end is not None else S * slow
-        chans = {c: self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from)
+        # PIM GEMVs run late beside the stream by `late` per cycle of it they overlap
+        p_late = {c: late * min(_channel_time(p), S * slow) for c, p in pims.items()}
+        chans = {c: self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from,
+                                  p_late.get(c, 0.0))
                  for c in set(writes) | set(pims) | set(reads)}
         chan_end = max(chans.values(), default=0.0)
         attn_end = attn_busy = 0.0

@@ -151,7 +151,7 @@ class Orchestrator:
                 continue
             entries = [BatchEntry(r.index, q, r.prefilled if r.prefilled < r.context else r.context + r.generated - 1,
                                   r.channel) for r, q in batch]
-            cost = self.cost.iteration_cycles(entries)
+            cost = self.cost.iteration_cycles(entries, start=now)
             start, now = now, now + cost.cycles
             energy = self.energy.iteration(cost, entries, self.pim_attention)
             records.append(self._record(len(records), start, cost, batch, entries, energy))
