@@ -47,6 +47,14 @@ STREAM_KINDS = ("pre", "post", "layer", "fused")
 # (Components.stream_slowdown), besides all of it.
 SLOW_FRACTIONS = (0.25, 0.5, 0.75, None)
 
+# Fractions of a weight stream that a mixed PIM load beside it covers, at which its slowdown
+# is measured (Components.mixed_slowdown); above the last one the slowdown is taken as there.
+MIXED_FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.5)
+
+# Position patterns of n decode K/V writes on one channel measured per n
+# (Components.decode_writes): how long the writes take to be accepted varies by pattern.
+WRITE_PATTERNS = 32
+
 # K/V writes longer than `banks` tokens: the extra V column is measured at up to this many
 # times `banks` tokens (Components.kv_write).
 COLUMN_PIECE_BANKS = 4
@@ -106,6 +114,8 @@ class Components:
         self._slow: dict[tuple[str, int], list] = {}
         self._slow_runs: dict[tuple, tuple[float, float]] = {}
         self._beta: dict[bool, float] = {}
+        self._mixed: dict[tuple[str, int, int], list] = {}
+        self._dec_writes: dict[int, np.ndarray] = {}
         npu = self.hw.npu
         mats = self.model.weight_matrices()
         self.pre_mats = mats[:1]
@@ -295,6 +305,94 @@ class Components:
         got = (covered if frac is not None else max(covered, 1.0), max(0.0, (contended - S) / S))
         self._slow_runs[(kind, s, kv, n)] = got
         return got
+
+    def kv_class(self, kv_len: float) -> int:
+        """The power of two nearest (in ratio) to a mean KV length: what `mixed_slowdown`
+        measures a PIM load of such requests at."""
+        return 1 << max(0, int(round(np.log2(max(kv_len, 1.0)))))
+
+    def mixed_slowdown(self, kind: str, tokens: int, fraction: float, kv_len: float) -> float:
+        """As `stream_slowdown`, with the PIM load a batch really puts beside the stream:
+        decodes of different lengths on each channel (drawn uniformly from 0.5 to 1.5 times
+        `kv_len`'s class, `kv_class`, with a seed per channel, back to back until the
+        channel's PIM covers about `fraction` of the stream alone). The channels' GEMVs do
+        not start and end together then, so a weight tile, which needs all channels, meets
+        one channel's PIM commands after another's: the stream slows down much more (a
+        GPT3-7B 'layer' stream covered to 67 %: 8.6 % against 2.1 % with the same GEMV on
+        every channel in step, which is what `stream_slowdown` measures). `fraction` is the
+        busiest channel's PIM time over the stream alone. Measured per (kind, stream class,
+        KV class) at MIXED_FRACTIONS, interpolated linearly (0 at 0), held above the last."""
+        s = self.stream_class(tokens)
+        if s != self.min_rows and not self.exact_tokens:
+            s = max(p for p in self._grid_until(s) if p <= s)
+        m = self.kv_class(kv_len)
+        key = (kind, s, m)
+        pts = self._mixed.get(key)
+        if pts is None:
+            pts = [(0.0, 0.0)] + [self._mixed_at(kind, s, m, f) for f in MIXED_FRACTIONS]
+            pts.sort()
+            self._mixed[key] = pts
+        if fraction >= pts[-1][0]:
+            return pts[-1][1]
+        for (f0, g0), (f1, g1) in zip(pts, pts[1:]):
+            if fraction <= f1:
+                return g0 + (g1 - g0) * (fraction - f0) / max(f1 - f0, 1e-12)
+        return pts[-1][1]
+
+    def _mixed_at(self, kind: str, s: int, m: int, frac: float) -> tuple[float, float]:
+        """(busiest channel's PIM time over the stream alone, slowdown) of the stream of
+        `kind` at stream class s beside mixed decodes of KV class m filling about `frac`
+        of it on every channel."""
+        alone = self._stream_at(kind, s)
+        S = alone.ends[-1]
+        T = 1 if s == self.min_rows else s
+        ph = _new_phase(self.hw)
+        for layer, mat in self.gemms(kind):
+            ph.gemm(self.hw.npu, f"{layer}.{mat.name}", T, mat.rows, mat.cols, self.sim.w_base[(layer, mat.name)])
+        fakes = []
+        busiest = 0.0
+        for ch in range(self.sim.layout.channels):
+            rng = np.random.default_rng((m, ch))
+            works: list[ChannelWork] = []
+            t = 0.0
+            while t < frac * S:
+                kv = max(1, int(m * rng.uniform(0.5, 1.5)))
+                works.append(self.pim(kv))
+                t = sum(w.step for w in works) + max(w.base - w.step for w in works)
+                e = self._fake_entry(1, kv, ch)
+                fakes.append(e.req)
+                self.sim._pim_gemv(ph, e, "attention_pim", -1)
+            busiest = max(busiest, t)
+        res = run_phase(ph, self.sim)
+        for r in fakes:
+            self.sim.release(r)
+        layer, mat = self.gemms(kind)[-1]
+        contended = res.ends[f"{layer}.{mat.name}"] - join_tail(self.hw.npu, T)
+        self.measured["stream"] += 1
+        return busiest / S, max(0.0, (contended - S) / S)
+
+    def decode_writes(self, n: int, channels: int) -> float:
+        """Cycles until the K/V writes of n decodes on one channel are accepted, taken as
+        the slowest of `channels` channels that write alike (a phase waits for its last
+        channel). Each decode writes one burst of V into every bank plus its K into the
+        bank of its position, and whether these overflow a bank's command queue, so that
+        later writes wait for the drain, depends on where the decodes are: four decodes
+        take 4,195 to 12,236 cycles on GPT3-7B. So it is measured for WRITE_PATTERNS
+        seeded random positions per n (each a run of n decodes on a fresh channel) and the
+        expected maximum of `channels` draws from these is returned."""
+        xs = self._dec_writes.get(n)
+        if xs is None:
+            rng = np.random.default_rng(n)
+
+            def write(ph, e):
+                ph.writes(self.sim._kv_token_bursts(e, range(e.kv_len, e.kv_len + 1)))
+            xs = np.sort([self._run_on_channel([(write, 1, int(o)) for o in rng.integers(0, self.elems_per_row, n)]).cycles
+                          for _ in range(WRITE_PATTERNS)])
+            self._dec_writes[n] = xs
+            self.measured["write"] += WRITE_PATTERNS
+        R = len(xs)
+        i = np.arange(1, R + 1)
+        return float(np.sum(xs * ((i / R) ** channels - ((i - 1) / R) ** channels)))
 
     def write_pim_overlap(self, q_len: int) -> float:
         """beta: on one channel, K/V writes W and PIM GEMVs P take max(W, P) + beta *

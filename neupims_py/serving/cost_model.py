@@ -345,6 +345,23 @@ class ReuseCost(CostModel):
         """Per channel, (new tokens, K/V write work) of each request."""
         return self._by_channel(entries, lambda e: (e.q_len, self.parts.kv_write(e.q_len, e.kv_len)))
 
+    def _decode_writes(self, entries) -> dict[int, list[tuple[int, ChannelWork]]]:
+        """`_writes`, with the decodes' writes on a channel as one piece: accepted after
+        `Components.decode_writes` (their count on the channel, as the slowest of the
+        channels that write decodes), drained, busy and counted as the sum of the pieces."""
+        out = self._writes(entries)
+        dec = {c: [w for q, w in lst if q == 1] for c, lst in out.items()}
+        C = sum(1 for d in dec.values() if d)
+        for c, d in dec.items():
+            if not d:
+                continue
+            t = self.parts.decode_writes(len(d), C)
+            drained = max(t, _channel_time(d, drained=True))
+            one = ChannelWork(t, t, drained, drained,
+                              sum(w.pim_busy for w in d), sum(w.stats for w in d))
+            out[c] = [(1, one)] + [(q, w) for q, w in out[c] if q != 1]
+        return out
+
     def _pims(self, entries):
         return self._by_channel(entries, lambda e: None if self._on_npu(e) else self.parts.pim(e.kv_len))
 
@@ -613,11 +630,12 @@ class ReuseCost(CostModel):
         S = sm.ends[-1]
         slow = 1.0
         if pim_side:
-            slow += self.parts.stream_slowdown(kind, T, pim_side / S)
+            kv = float(np.mean([e.kv_len for e in attn_sb if not self._on_npu(e)]))
+            slow += self.parts.mixed_slowdown(kind, T, pim_side / S, kv)
         ends = _replay(steps, [t * slow for t in sm.ends])
         npu_end = max(ends)
         j_end = ends[j] if j is not None else None
-        writes = self._writes(npu_sb) if j is not None else {}
+        writes = self._decode_writes(npu_sb) if j is not None else {}
         reads = self._reads(attn_sb) if attn_sb is not None else {}
         io_from = j_end if j_end is not None else S * slow
         chans = {c: self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from)
