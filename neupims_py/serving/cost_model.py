@@ -362,6 +362,23 @@ class ReuseCost(CostModel):
             out[c] = [(1, one)] + [(q, w) for q, w in out[c] if q != 1]
         return out
 
+    def _decodes_single_buffer(self, entries, decodes: dict) -> dict[int, list[ChannelWork]]:
+        """With a single row buffer, each channel's decodes (write and PIM GEMV each, all
+        after QKV) as one piece: their GEMVs' pieces plus what their writes add beside them
+        (`Components.decode_writes_beside_pim`, for their count and mean KV length); drained,
+        busy and counted as the per-request `decode` pieces."""
+        kvs: dict[int, list[int]] = {}
+        for e in entries:
+            if not self._on_npu(e):
+                kvs.setdefault(e.channel, []).append(e.kv_len)
+        out = {}
+        for c, d in decodes.items():
+            t = (_channel_time([self.parts.pim(k) for k in kvs[c]])
+                 + self.parts.decode_writes_beside_pim(len(d), float(np.mean(kvs[c]))))
+            drained = max(t, _channel_time(d, drained=True))
+            out[c] = [ChannelWork(t, t, drained, drained, sum(w.pim_busy for w in d), sum(w.stats for w in d))]
+        return out
+
     def _pims(self, entries):
         return self._by_channel(entries, lambda e: None if self._on_npu(e) else self.parts.pim(e.kv_len))
 
@@ -581,6 +598,8 @@ class ReuseCost(CostModel):
         ends = _replay(steps, sm.ends)
         j_end = ends[j]
         decodes = self._by_channel(batch, lambda e: None if self._on_npu(e) else self.parts.decode(e.kv_len))
+        if not self.dual:
+            decodes = self._decodes_single_buffer(batch, decodes)
         writes = self._writes([e for e in batch if self._on_npu(e)])
         reads = self._reads(batch)
         chans = {c: self._combine(writes.get(c, []), decodes.get(c, []), reads.get(c, []), j_end, j_end)
@@ -600,7 +619,8 @@ class ReuseCost(CostModel):
         acc.stats += sm.stats * L
         for works in (writes, decodes, reads):
             self._account_channels(acc, works, L)
-        acc.ops["attention_pim"] += max((_channel_time(p) for p in decodes.values()), default=0.0) * L
+        pim_only = decodes if self.dual else self._pims(batch)  # single buffer: decodes hold the writes too
+        acc.ops["attention_pim"] += max((_channel_time(p) for p in pim_only.values()), default=0.0) * L
         acc.ops["attention_npu"] += (attn_end - j_end) * L if attn_busy else 0.0
         sm = self.parts.stream("post", T, first)
         steps, _ = self._steps("post", T, self._pim_lens(batch))
