@@ -9,7 +9,7 @@ One interface, two implementations:
   and memoised (components.py): weight streams per token class; per request, the PIM
   attention, K/V writes and K/V reads it puts on its channel; and two calibrations (how
   much a weight stream slows down while PIM runs beside it for a part of it,
-  `stream_slowdown`; how much
+  `mixed_slowdown`; how much
   K/V writes get in PIM's way on one channel, `write_pim_overlap`). The composition
   follows the phase structure of `IterationSimulator.plan()`:
 
@@ -638,7 +638,9 @@ class ReuseCost(CostModel):
         """One interleaved phase: `npu_sb` runs its weight stream (`kind`) and, when the
         stream holds a pre, its K/V writes after QKV; `attn_sb` attends: PIM GEMVs from the
         phase start, side by side with the stream (which they slow down by
-        `stream_slowdown` while they last), prefills on the arrays after their last tile.
+        `mixed_slowdown`, for the busiest channel's share of the stream and the decodes'
+        mean KV length), prefills on the arrays after their last tile. The decodes' writes
+        on a channel are accepted after `Components.decode_writes` (`_decode_writes`).
         `trace`: None, or (timeline phases list, label, phase layer offset, NPU sub-batch,
         attention sub-batch, attention layer offset) to append this phase's TracePhase to.
         `layer`: the layer whose weights the stream reads (its first, for 'layer')."""
