@@ -9,7 +9,7 @@ One interface, two implementations:
   and memoised (components.py): weight streams per token class; per request, the PIM
   attention, K/V writes and K/V reads it puts on its channel; and two calibrations (how
   much a weight stream slows down while PIM runs beside it for a part of it,
-  `stream_slowdown`; how much
+  `mixed_slowdown`; how much
   K/V writes get in PIM's way on one channel, `write_pim_overlap`). The composition
   follows the phase structure of `IterationSimulator.plan()`:
 
@@ -378,6 +378,45 @@ class ReuseCost(CostModel):
         """Per channel, (new tokens, K/V write work) of each request."""
         return self._by_channel(entries, lambda e: (e.q_len, self.parts.kv_write(e.q_len, e.kv_len)))
 
+    def _decode_writes(self, entries) -> dict[int, list[tuple[int, ChannelWork]]]:
+        """`_writes`, with the decodes' writes on a channel as one piece: accepted after
+        `Components.decode_writes` (their count on the channel, as the slowest of the
+        channels that write decodes), drained, busy and counted as the sum of the pieces."""
+        out = self._writes(entries)
+        dec = {c: [w for q, w in lst if q == 1] for c, lst in out.items()}
+        C = sum(1 for d in dec.values() if d)
+        for c, d in dec.items():
+            if not d:
+                continue
+            t = self.parts.decode_writes(len(d), C)
+            drained = max(t, _channel_time(d, drained=True))
+            one = ChannelWork(t, t, drained, drained,
+                              sum(w.pim_busy for w in d), sum(w.stats for w in d))
+            out[c] = [(1, one)] + [(q, w) for q, w in out[c] if q != 1]
+        return out
+
+    def _decodes_single_buffer(self, entries, decodes: dict) -> dict[int, list[ChannelWork]]:
+        """With a single row buffer, each channel's decodes (write and PIM GEMV each, all
+        after QKV) as one piece: their GEMVs' pieces plus what their writes add beside them
+        (`Components.decode_writes_beside_pim`, for their count and mean KV length); drained,
+        busy and counted as the per-request `decode` pieces. A channel with one decode keeps
+        its `decode` piece: that is the write and the GEMV measured together (at the refresh
+        offset it starts at, when the iteration's start is known)."""
+        kvs: dict[int, list[int]] = {}
+        for e in entries:
+            if not self._on_npu(e):
+                kvs.setdefault(e.channel, []).append(e.kv_len)
+        out = {}
+        for c, d in decodes.items():
+            if len(d) == 1:  # one decode's piece is already its write and GEMV together
+                out[c] = d
+                continue
+            t = (_channel_time([self.parts.pim(k) for k in kvs[c]])
+                 + self.parts.decode_writes_beside_pim(len(d), float(np.mean(kvs[c]))))
+            drained = max(t, _channel_time(d, drained=True))
+            out[c] = [ChannelWork(t, t, drained, drained, sum(w.pim_busy for w in d), sum(w.stats for w in d))]
+        return out
+
     def _pims(self, entries):
         return self._by_channel(entries, lambda e: None if self._on_npu(e) else self.parts.pim(e.kv_len))
 
@@ -415,8 +454,7 @@ class ReuseCost(CostModel):
                 spans.append((f"array{a}", "attention_npu", t - c, t))
         return end, busy
 
-    def _combine(self, writes: list, pims: list, reads: list, pim_from: float, io_from: float,
-                 p_late: float = 0.0) -> float:
+    def _combine(self, writes: list, pims: list, reads: list, pim_from: float, io_from: float) -> float:
         """When one channel is done with its K/V writes then reads (a channel serves normal
         requests in program order, from `io_from`) and its PIM GEMVs (from `pim_from`).
 
@@ -424,9 +462,8 @@ class ReuseCost(CostModel):
         reads. With PIM still running when the writes start:
         max(writes + reads, PIM) + beta * min(writes, PIM still running), with beta
         measured for decode-sized and prompt-sized writes (`write_pim_overlap`); reads
-        wait for PIM with a single row buffer and overlap it with dual ones. `p_late`:
-        cycles the PIM GEMVs run longer than alone (a weight stream beside them)."""
-        R, P = _channel_time(reads), _channel_time(pims) + p_late
+        wait for PIM with a single row buffer and overlap it with dual ones."""
+        R, P = _channel_time(reads), _channel_time(pims)
         p_left = max(0.0, pim_from + P - io_from)  # PIM still running when the writes start
         if not p_left:
             return max(io_from + _channel_time(_works(writes), drained=R > 0) + R, pim_from + P)
@@ -620,6 +657,8 @@ class ReuseCost(CostModel):
         j_end = ends[j]
         at = self._bin(t0, j_end)
         decodes = self._by_channel(batch, lambda e: None if self._on_npu(e) else self.parts.decode(e.kv_len, at))
+        if not self.dual:
+            decodes = self._decodes_single_buffer(batch, decodes)
         writes = self._writes([e for e in batch if self._on_npu(e)])
         reads = self._reads(batch)
         chans = {c: self._combine(writes.get(c, []), decodes.get(c, []), reads.get(c, []), j_end, j_end)
@@ -639,7 +678,8 @@ class ReuseCost(CostModel):
         acc.stats += sm.stats * L
         for works in (writes, decodes, reads):
             self._account_channels(acc, works, L)
-        acc.ops["attention_pim"] += max((_channel_time(p) for p in decodes.values()), default=0.0) * L
+        pim_only = decodes if self.dual else self._pims(batch)  # single buffer: decodes hold the writes too
+        acc.ops["attention_pim"] += max((_channel_time(p) for p in pim_only.values()), default=0.0) * L
         acc.ops["attention_npu"] += (attn_end - j_end) * L if attn_busy else 0.0
         sm = self.parts.stream("post", T, first, self._bin(t0, ph1))
         steps, _ = self._steps("post", T, self._pim_lens(batch))
@@ -657,7 +697,9 @@ class ReuseCost(CostModel):
         """One interleaved phase: `npu_sb` runs its weight stream (`kind`) and, when the
         stream holds a pre, its K/V writes after QKV; `attn_sb` attends: PIM GEMVs from the
         phase start, side by side with the stream (which they slow down by
-        `stream_slowdown` while they last), prefills on the arrays after their last tile.
+        `mixed_slowdown`, for the busiest channel's share of the stream and the decodes'
+        mean KV length), prefills on the arrays after their last tile. The decodes' writes
+        on a channel are accepted after `Components.decode_writes` (`_decode_writes`).
         `trace`: None, or (timeline phases list, label, phase layer offset, NPU sub-batch,
         attention sub-batch, attention layer offset) to append this phase's TracePhase to.
         `layer`: the layer whose weights the stream reads (its first, for 'layer')."""
@@ -668,20 +710,16 @@ class ReuseCost(CostModel):
         pim_side = max((_channel_time(p) for p in pims.values()), default=0.0)
         S = sm.ends[-1]
         slow = 1.0
-        late = 0.0
         if pim_side:
-            slow += self.parts.stream_slowdown(kind, T, pim_side / S)
-            late = self.parts.pim_slowdown(kind, T, pim_side / S)
+            kv = float(np.mean([e.kv_len for e in attn_sb if not self._on_npu(e)]))
+            slow += self.parts.mixed_slowdown(kind, T, pim_side / S, kv)
         ends = _replay(steps, [t * slow for t in sm.ends])
         npu_end = max(ends)
         j_end = ends[j] if j is not None else None
-        writes = self._writes(npu_sb) if j is not None else {}
+        writes = self._decode_writes(npu_sb) if j is not None else {}
         reads = self._reads(attn_sb) if attn_sb is not None else {}
         io_from = j_end if j_end is not None else S * slow
-        # PIM GEMVs run late beside the stream by `late` per cycle of it they overlap
-        p_late = {c: late * min(_channel_time(p), S * slow) for c, p in pims.items()}
-        chans = {c: self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from,
-                                  p_late.get(c, 0.0))
+        chans = {c: self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from)
                  for c in set(writes) | set(pims) | set(reads)}
         chan_end = max(chans.values(), default=0.0)
         attn_end = attn_busy = 0.0
