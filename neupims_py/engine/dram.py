@@ -755,7 +755,7 @@ def _npu_advance(nt, ctl):
     nt.next[0] = g
 
 
-@kernel
+@kernel(inline="always")
 def _read_for_task(nt, ctl, g, done):
     if g < 0:
         return
@@ -794,9 +794,10 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
             st[ch, S_READ_ROW_HITS] += 1
         st[ch, S_DATA_BUS_CYCLES] += p.burst_cycles
         done = clk + p.read_delay
-        a = b.req[rid, RQ_ADDR]
-        r = ht_get(s.rkeys, s.rvals, a)
-        ht_del(s.rkeys, s.rvals, a)
+        # the queued request is the first of its address (later reads of it were chained
+        # behind it by _try_add): the whole chain returns
+        ht_del(s.rkeys, s.rvals, b.req[rid, RQ_ADDR])
+        r = rid
         while r >= 0:
             b.req[r, RQ_ISSUED] = clk
             _read_returned(s, b, ch, r, done)
@@ -994,10 +995,11 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
-    t_pre = _ready_at(bank, tnext, floor, PRE, gb)
-    t_rd = _ready_at(bank, tnext, floor, rd, gb)
-    t_wr = _ready_at(bank, tnext, floor, wr, gb)
-    if (key0 >> 1) & KEY_ROW_MASK != orow and clk >= t_pre:
+    # a precharge only ever serves the first item: when that is a hit, PRE's cycle bears
+    # on nothing until the hit has issued (a change, which resets the bound)
+    miss0 = (key0 >> 1) & KEY_ROW_MASK != orow
+    t_pre = _ready_at(bank, tnext, floor, PRE, gb) if miss0 else INF
+    if miss0 and clk >= t_pre:
         # the first item's precharge, unless hits on the open row come first (row-hit cap)
         hits = False
         for j in range(n):
@@ -1006,6 +1008,8 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
                 break
         if not hits or bank[gb, BK_HITS] >= row_hit_cap:
             return PRE, 0
+    t_rd = _ready_at(bank, tnext, floor, rd, gb)
+    t_wr = _ready_at(bank, tnext, floor, wr, gb)
     rd_ok = clk >= t_rd
     wr_ok = clk >= t_wr
     if rd_ok or wr_ok:
@@ -1259,7 +1263,7 @@ def _hold_pim_units(p, s, ch, rank, until):
             s.floor[c, col] = until
 
 
-@kernel
+@kernel(inline="always")
 def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
     """Issue PIM command i of the batch: results, statistics, timing, PIM row state."""
     cmd = pb.cmd[i]
@@ -1280,7 +1284,6 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
     elif cmd == GWRITE:
         st[ch, S_GWRITE] += 1
         st[ch, S_DATA_BUS_CYCLES] += p.gwrite_cycles
-        _apply_rules(p, s, ch, rank, bg, pb.ba[i], cmd, clk)
         done = clk + p.gwrite_cycles
     elif cmd == G_ACT:
         st[ch, S_G_ACT] += 1
@@ -1296,9 +1299,7 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                 if s.rank[rk, RK_OPEN] == 0:
                     s.rank[rk, RK_SINCE] = clk
                 s.rank[rk, RK_OPEN] += 1
-        _apply_rules(p, s, ch, rank, bg, 0, cmd, clk)
     elif cmd == COMP or cmd == READRES or cmd == COMPS_READRES:
-        _apply_rules(p, s, ch, rank, 0, 0, cmd, clk)
         if cmd == COMP:
             st[ch, S_COMP] += 1
             st[ch, S_PIM_COMPS] += 1
@@ -1328,7 +1329,6 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                     s.rank[rk, RK_OPEN] -= 1
                     if s.rank[rk, RK_OPEN] == 0:
                         st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank[rk, RK_SINCE]
-        _apply_rules(p, s, ch, rank, bg, 0, cmd, clk)
         # rows and (single buffer) the whole channel come back to the normal scheduler
         _reset_all_bounds(s, ch)
         if s.chan[ch, CH_PIM_MODE] != 0:
@@ -1340,6 +1340,12 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                 st[ch, S_PIM_BUSY_CYCLES] += clk - s.chan[ch, CH_PIM_SINCE]
                 if not p.pim_dual:
                     st[ch, S_PIM_BLOCKED_CYCLES] += clk - s.chan[ch, CH_PIM_SINCE]
+    if cmd != PIM_HEADER:
+        # the timing rules (raises only, so their order among the updates above is free):
+        # GWRITE at its bank, G_ACT / PIM_PRECHARGE at a bank group, the rest rank-wide
+        rbg = bg if cmd == GWRITE or cmd == G_ACT or cmd == PIM_PRECHARGE else 0
+        rba = pb.ba[i] if cmd == GWRITE else 0
+        _apply_rules(p, s, ch, rank, rbg, rba, cmd, clk)
     pb.issued[i] = clk
     pb.done[i] = done
     if done > ctl[C_END]:
@@ -1387,9 +1393,8 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
             ):
                 pb.lb[ch] = s.chan[ch, CH_NEXT_REF]
                 return False
-            _pim_issue(p, s, pb, ctl, log, ch, i, clk)
-            continue
-        if cmd == GWRITE:
+            t = clk  # takes no bus slot: the next command may follow in the same cycle
+        elif cmd == GWRITE:
             gb = base + pb.bg[i] * bpg + pb.ba[i]
             row = pb.row[i]
             orow = s.bank[gb, BK_OPEN_ROW]
@@ -1437,8 +1442,9 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
         if clk < t:
             pb.lb[ch] = t
             return False
-        _pim_issue(p, s, pb, ctl, log, ch, i, clk)
-        return True
+        _pim_issue(p, s, pb, ctl, log, ch, i, clk)  # the one call site: inlined
+        if cmd != PIM_HEADER:
+            return True
 
 
 @kernel(inline="always")
