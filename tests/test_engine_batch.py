@@ -97,3 +97,24 @@ def test_decode_accepts_other_dtypes():
     np.testing.assert_array_equal(a.req, b.req)
     np.testing.assert_array_equal(a.write, b.write)
     assert len(eng.new_batch(p, addr[:0], w[:0], c[:0]).req) == 0
+
+
+def test_batches_from_a_buffer_equal_new_ones_and_reuse_its_memory():
+    p = lower_memory(load_hw("neupims").memory)
+    rng = np.random.default_rng(5)
+    buf = eng.RequestBuffer()
+    first = None
+    for n in (400, 250, 400, 900):
+        addr = rng.integers(0, 1 << 33, n, dtype=np.int64) & ~np.int64(63)
+        w = rng.random(n) < 0.2
+        c = np.zeros(n, np.int64)
+        g = rng.integers(-1, 9, n)
+        got = eng.new_batch(p, addr, w, c, group=g, per_channel=True, buffer=buf)
+        want = eng.new_batch(p, addr, w, c, group=g, per_channel=True)
+        for x, y in zip(got, want):
+            np.testing.assert_array_equal(x, y)
+        assert got.req.ctypes.data % 64 == 0
+        if first is None:
+            first = got.req.ctypes.data
+        elif n <= 400:
+            assert got.req.ctypes.data == first  # the same memory

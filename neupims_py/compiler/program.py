@@ -59,6 +59,7 @@ class Phase:
     op_names: list = field(default_factory=list)
     _op_index: dict = field(default_factory=dict)
     _next_array: int = 0
+    buffer: object = None  # an eng.RequestBuffer for run's request table (None: a new one)
 
     @property
     def vector_res(self) -> int:
@@ -211,7 +212,8 @@ class Phase:
         nres = self.arrays + 1
         addr, isw, grp, aft = self.request_arrays()
         start = int(state.glob[eng.G_CLK])
-        batch = eng.new_batch(p, addr, isw, np.zeros(len(addr), np.int64), group=grp, after=aft, per_channel=True)
+        batch = eng.new_batch(p, addr, isw, np.zeros(len(addr), np.int64), group=grp, after=aft, per_channel=True,
+                              buffer=self.buffer)
         t = self._task_arrays()
         tasks = eng.new_npu_tasks(t[0], t[1], t[2], n_resources=nres)
         cmds = self.pim_array()

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from neupims_py.engine.hashtable import ht_del, ht_get, ht_put, new_table
-from neupims_py.engine.jit import ctz, kernel
+from neupims_py.engine.jit import ctz, kernel, prefetch_row
 from neupims_py.formats import NUM_CMDS, NUM_STATS, READ_LAT_BIN, READ_LAT_BINS, Cmd, Stat
 
 INF = np.int64(2**62)
@@ -493,6 +493,23 @@ def _line_aligned_table(n: int) -> np.ndarray:
     return buf[skip : skip + n * RQ_COLS].reshape(n, RQ_COLS)
 
 
+class RequestBuffer:
+    """Memory for request tables, reused by successive batches (``new_batch(buffer=)``): a
+    batch taken from it is valid until the next one is taken. Writing into pages already
+    mapped costs a fraction of a fresh table's (the kernel clears every new page)."""
+
+    def __init__(self):
+        self.req = _line_aligned_table(0)
+        self.write = np.empty(0, np.int8)
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.req) < n:
+            self.req = self.write = None  # let the old memory go first
+            self.req = _line_aligned_table(n)
+            self.write = np.empty(n, np.int8)
+        return self.req[:n], self.write[:n]
+
+
 def decode(p: DramParams, addr) -> dict:
     """The address fields of byte addresses (numpy; the kernels decode them inline with
     ``_fields``): channel, rank, bank group, bank, row, column, global bank, command queue."""
@@ -512,11 +529,13 @@ def new_batch(
     group=None,
     after=None,
     per_channel: bool = False,
+    buffer: RequestBuffer | None = None,
 ) -> DramBatch:
     """The request table of byte addresses (decoded as the requests are offered).
 
     per_channel: one front-end stream per channel (requests reordered by channel, order
-    kept within a channel) instead of one stream in the given order."""
+    kept within a channel) instead of one stream in the given order. buffer: the table's
+    memory (the previous batch taken from it is overwritten), else a new table."""
     a = np.ascontiguousarray(addr, dtype=np.int64)
     is_write = np.ascontiguousarray(np.asarray(is_write) != 0)
     cycle = np.ascontiguousarray(cycle, dtype=np.int64)
@@ -530,8 +549,11 @@ def new_batch(
         pos = end - counts
     if a.shape[0] > RID_MASK:
         raise ValueError(f"{a.shape[0]} requests in one batch: at most {RID_MASK}")
-    req = _line_aligned_table(a.shape[0])
-    write = np.empty(a.shape[0], np.int8)
+    if buffer is not None:
+        req, write = buffer.take(a.shape[0])
+    else:
+        req = _line_aligned_table(a.shape[0])
+        write = np.empty(a.shape[0], np.int8)
     # one row-major pass (numpy column assignments would sweep the whole array per column);
     # per channel, each request goes straight to its place in its channel's block
     _fill(p, a, is_write, cycle, group, after, req, write, pos if per_channel else none)
@@ -872,6 +894,14 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         s.chan[ch, CH_STUCK] = 0
         if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QMASK] &= ~(1 << q)
+    if rid >= 0:
+        # the queue's item at k (the next one after a column command, else the one whose
+        # row this ACT / PRE serves) is likely the next to issue there: with deep queues its
+        # request row has long left the cache, so start loading it now
+        n = s.queue[ch, q, QU_LEN]
+        if n > 0:
+            j = k if k < n else n - 1
+            prefetch_row(b.req, s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + j)] & RID_MASK)
 
 
 @kernel
