@@ -219,6 +219,7 @@ RQ_COLS = 8
 # command's column and the FR-FCFS key travel with it, so choosing and issuing a command
 # reads the request row only to record a column command's results.
 RID_BITS = 40
+OFFER_AHEAD = 8  # the front end prefetches a stream's request row this many requests ahead
 RID_MASK = (1 << RID_BITS) - 1
 
 
@@ -1746,6 +1747,10 @@ def _offer(p, s, b, nt, ctl, c):
                 s.chan[ch, CH_WAKE] = c + 1
             b.inj[k, IJ_NEXT] = rid + 1
             offered += 1
+            # each stream reads its rows in order, one line per request: load a few ahead
+            # (the hardware prefetcher does not follow tens of streams)
+            if rid + OFFER_AHEAD < b.inj[k, IJ_END]:
+                prefetch_row(b.req, rid + OFFER_AHEAD)
         b.inj[k, IJ_AT] = at
         left += b.inj[k, IJ_END] - b.inj[k, IJ_NEXT]
     return left
