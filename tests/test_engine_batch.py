@@ -118,3 +118,19 @@ def test_batches_from_a_buffer_equal_new_ones_and_reuse_its_memory():
             first = got.req.ctypes.data
         elif n <= 400:
             assert got.req.ctypes.data == first  # the same memory
+
+
+def test_presorted_pim_batch_equals_the_sorted_one():
+    """new_pim_batch(presorted=True) on commands already in channel order (stable) gives the
+    batch it builds by sorting them itself."""
+    p = lower_memory(load_hw("neupims").memory)
+    rng = np.random.default_rng(11)
+    n = 200
+    cols = {k: rng.integers(0, 9, n) for k in ("cmd", "rank", "bg", "ba", "row", "k", "dur", "cycle", "after")}
+    ch = rng.integers(0, p.channels, n)
+    want = eng.new_pim_batch(p, ch=ch, **cols)
+    order = np.argsort(ch, kind="stable")
+    got = eng.new_pim_batch(p, ch=ch[order], **{k: v[order] for k, v in cols.items()}, presorted=True)
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
+    assert want.ch.tolist() == sorted(ch.tolist())

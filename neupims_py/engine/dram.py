@@ -487,6 +487,19 @@ def _fill(p, a, is_write, cycle, group, after, req, write, pos):
         write[i] = 1 if is_write[j] else 0
 
 
+@kernel
+def _count_channels(p, a, counts):
+    for j in range(a.shape[0]):
+        counts[(a[j] >> p.ch_shift) & p.ch_mask] += 1
+
+
+@kernel
+def _count_groups(group, counts):
+    for j in range(group.shape[0]):
+        if group[j] >= 0:
+            counts[group[j]] += 1
+
+
 def _line_aligned_table(n: int) -> np.ndarray:
     """An uninitialised [n, RQ_COLS] int64 table whose rows start on 64-byte lines."""
     buf = np.empty(n * RQ_COLS + 8, np.int64)
@@ -544,8 +557,8 @@ def new_batch(
     group = none if group is None else np.ascontiguousarray(group, dtype=np.int64)
     after = none if after is None else np.ascontiguousarray(after, dtype=np.int64)
     if per_channel:
-        ch = (a >> p.ch_shift) & p.ch_mask
-        counts = np.bincount(ch, minlength=p.channels) if len(a) else np.zeros(p.channels, np.int64)
+        counts = np.zeros(p.channels, np.int64)
+        _count_channels(p, a, counts)
         end = np.cumsum(counts)
         pos = end - counts
     if a.shape[0] > RID_MASK:
@@ -565,19 +578,29 @@ def new_batch(
     else:
         inj = np.zeros((1, 4), np.int64)
         inj[0, IJ_END] = len(req)
-    fed = group[group >= 0] if len(group) else group
-    return DramBatch(req, write, inj, np.bincount(fed) if len(fed) else np.zeros(0, np.int64))
+    # requests feeding each task (np.bincount of the group >= 0, without temporaries)
+    g_max = int(group.max()) if len(group) else -1
+    reads_per_task = np.zeros(g_max + 1, np.int64)
+    if g_max >= 0:
+        _count_groups(group, reads_per_task)
+    return DramBatch(req, write, inj, reads_per_task)
 
 
 def new_pim_batch(
-    p: DramParams, ch=(), cmd=(), rank=(), bg=(), ba=(), row=(), k=(), dur=(), cycle=(), after=None
+    p: DramParams, ch=(), cmd=(), rank=(), bg=(), ba=(), row=(), k=(), dur=(), cycle=(), after=None,
+    presorted: bool = False,
 ) -> PimBatch:
-    """PIM command streams; commands keep their order within a channel."""
+    """PIM command streams; commands keep their order within a channel. presorted: the
+    commands are already in channel order (then the columns are used as they are)."""
     ch = np.asarray(ch, np.int64)
     if after is None:
         after = np.full(len(ch), -1, np.int64)
-    order = np.argsort(ch, kind="stable")
-    cols = [np.asarray(x, np.int64)[order] if len(ch) else np.zeros(0, np.int64) for x in (cmd, ch, rank, bg, ba, row, k, dur, cycle, after)]
+    cols = (cmd, ch, rank, bg, ba, row, k, dur, cycle, after)
+    if presorted or not len(ch):
+        cols = [np.ascontiguousarray(x, np.int64) if len(ch) else np.zeros(0, np.int64) for x in cols]
+    else:
+        order = np.argsort(ch, kind="stable")
+        cols = [np.asarray(x, np.int64)[order] for x in cols]
     after = cols.pop()
     n = len(ch)
     counts = np.bincount(cols[1], minlength=p.channels) if n else np.zeros(p.channels, np.int64)
