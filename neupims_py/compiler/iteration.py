@@ -115,6 +115,7 @@ class IterationSimulator:
         self.mem = hw.memory
         self.params = lower_memory(self.mem)
         self.state = eng.new_state(self.params)
+        self.req_buffer = eng.RequestBuffer()  # the phases' request tables, one after another
         self.layout = AddressLayout(self.mem)
         self.mode = hw.system.mode
         self.pim = self.mode != "npu-only"
@@ -281,6 +282,7 @@ class IterationSimulator:
             array_cols=npu.array_cols,
             double_buffered=npu.double_buffered,
             burst_bytes=self.mem.geometry.burst_bytes,
+            buffer=self.req_buffer,
         )
 
     def _kv_token_bursts(self, e: BatchEntry, tokens: range) -> np.ndarray:

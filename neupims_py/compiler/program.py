@@ -59,6 +59,7 @@ class Phase:
     op_names: list = field(default_factory=list)
     _op_index: dict = field(default_factory=dict)
     _next_array: int = 0
+    buffer: object = None  # an eng.RequestBuffer for run's request table (None: a new one)
 
     @property
     def vector_res(self) -> int:
@@ -211,16 +212,18 @@ class Phase:
         nres = self.arrays + 1
         addr, isw, grp, aft = self.request_arrays()
         start = int(state.glob[eng.G_CLK])
-        batch = eng.new_batch(p, addr, isw, np.zeros(len(addr), np.int64), group=grp, after=aft, per_channel=True)
+        batch = eng.new_batch(p, addr, isw, np.zeros(len(addr), np.int64), group=grp, after=aft, per_channel=True,
+                              buffer=self.buffer)
         t = self._task_arrays()
         tasks = eng.new_npu_tasks(t[0], t[1], t[2], n_resources=nres)
         cmds = self.pim_array()
         if len(cmds):
-            # the engine keeps each channel's commands in order: sort by channel (stable)
-            cmds = cmds[np.argsort(cmds[:, P_CH], kind="stable")]
-            c = np.ascontiguousarray(cmds.T)
+            # the engine keeps each channel's commands in order: sort by channel (stable),
+            # gathering the columns as rows of one array in the same pass
+            c = np.take(cmds.T, np.argsort(cmds[:, P_CH], kind="stable"), axis=1)
             pb = eng.new_pim_batch(p, ch=c[P_CH], cmd=c[P_CMD], rank=c[2], bg=c[3], ba=c[4], row=c[5],
-                                   k=c[6], dur=c[7], cycle=np.zeros(len(cmds), np.int64), after=c[8])
+                                   k=c[6], dur=c[7], cycle=np.zeros(len(cmds), np.int64), after=c[8],
+                                   presorted=True)
             pim_op = c[P_OP]
         else:
             pb = eng.new_pim_batch(p)

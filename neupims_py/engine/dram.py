@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from neupims_py.engine.hashtable import ht_del, ht_get, ht_put, new_table
-from neupims_py.engine.jit import ctz, kernel
+from neupims_py.engine.jit import ctz, kernel, prefetch_row
 from neupims_py.formats import NUM_CMDS, NUM_STATS, READ_LAT_BIN, READ_LAT_BINS, Cmd, Stat
 
 INF = np.int64(2**62)
@@ -191,35 +191,36 @@ QU_LEN, QU_LB, QU_HEAD, QU_ITEMS = 0, 1, 2, 3  # queue[ch, q, :]: length, ready 
 # offset, then room for twice the queue's capacity of items (a window that slides on as the
 # front is served, compacted when it reaches the end: taking the first item moves nothing).
 # Item k of a command queue is the pair queue[ch, q, QU_ITEMS + 2 (head + k)] = request id
-# and the next word = its key: (global bank << KEY_BANK_SHIFT) | (row << 1) |
-# is_write, so the FR-FCFS search reads one short contiguous row instead of a request row
-# (136 bytes, scattered over the batch) per queued request.
+# | column << RID_BITS and the next word = its key: (global bank << KEY_BANK_SHIFT) |
+# (row << 1) | is_write, so the FR-FCFS search reads one short contiguous row instead of a
+# request row (scattered over the batch) per queued request.
 KEY_BANK_SHIFT = 32
 KEY_ROW_MASK = (1 << (KEY_BANK_SHIFT - 1)) - 1
 
 G_CLK, G_FLUSH = 0, 1
 TQ_HEAD, TQ_ITEMS = 0, 1
 
+# The request table req[request, RQ_*]: one 64-byte line per request (the table starts on
+# a line), with only what the issue path and the front end read; the address fields
+# (channel, bank, row, column) are decoded from RQ_ADDR where needed (a few shifts), and
+# the write flag is a separate byte array (DramBatch.write), read when a request is offered.
 (
     RQ_ADDR,
-    RQ_WRITE,
-    RQ_CYCLE,
-    RQ_CH,
-    RQ_RANK,
-    RQ_BG,
-    RQ_BA,
-    RQ_ROW,
-    RQ_COL,
-    RQ_BANK,
-    RQ_QUEUE,
     RQ_ADDED,
     RQ_ISSUED,
     RQ_DONE,
     RQ_DUP,
     RQ_GROUP,  # NPU task waiting for this read (-1: none)
+    RQ_CYCLE,
     RQ_AFTER,  # NPU task whose end must come before the request is offered (-1: none)
-) = range(17)
-RQ_COLS = 17
+) = range(8)
+RQ_COLS = 8
+# A transaction or command queue item is the pair (rid | column << RID_BITS, key): the
+# command's column and the FR-FCFS key travel with it, so choosing and issuing a command
+# reads the request row only to record a column command's results.
+RID_BITS = 40
+OFFER_AHEAD = 8  # the front end prefetches a stream's request row this many requests ahead
+RID_MASK = (1 << RID_BITS) - 1
 
 
 class DramState(NamedTuple):
@@ -231,8 +232,9 @@ class DramState(NamedTuple):
     chan[ch, CH_*]: queue lengths, drain and refresh state, the next wake-up cycle.
     queue[ch, q, QU_*]: the command queues (one per bank, or per rank).
     tq[ch, 0 | 1, :]: the read transaction queue and the posted-write buffer: the head
-    offset, then slot i at TQ_ITEMS + 2 (head + i) + (0 | 1), a pair (request id, its command
-    queue), in a window that slides as the command queues, see QU_HEAD.
+    offset, then slot i at TQ_ITEMS + 2 (head + i) + (0 | 1), the pair its command queue item
+    will be (request id | column << RID_BITS, key), in a window that slides as the command
+    queues', see QU_HEAD.
     """
 
     glob: np.ndarray  # [G_CLK] next cycle to simulate, [G_FLUSH] drain every buffered write
@@ -336,9 +338,10 @@ IJ_NEXT, IJ_END, IJ_BLOCKED, IJ_AT = 0, 1, 2, 3
 
 
 class DramBatch(NamedTuple):
-    """One call's requests, decoded, and their results: req[request, RQ_*] (-1 = not yet)."""
+    """One call's requests and their results: req[request, RQ_*] (-1 = not yet)."""
 
     req: np.ndarray
+    write: np.ndarray  # [request] 1: a write
     inj: np.ndarray  # [stream, IJ_*]: next request, end, blocked flag, earliest next offer
     reads_per_task: np.ndarray  # [g]: requests feeding NPU task g (their RQ_GROUP), counted
     # from the contiguous input so the kernel need not sweep the request rows for it
@@ -378,6 +381,8 @@ def num_queues(p: DramParams) -> int:
 def new_state(p: DramParams) -> DramState:
     if p.ro_mask > KEY_ROW_MASK:
         raise ValueError(f"rows up to {p.ro_mask} do not fit a command-queue key ({KEY_ROW_MASK} at most)")
+    if p.co_mask >= 1 << (63 - RID_BITS):
+        raise ValueError(f"columns up to {p.co_mask} do not fit a command-queue item ({(1 << (63 - RID_BITS)) - 1} at most)")
     nch, nr = p.channels, p.ranks
     nb = nch * banks_per_channel(p)
     nq = num_queues(p)
@@ -459,40 +464,75 @@ def rule_plans(p: DramParams) -> np.ndarray:
 
 
 @kernel
-def _decode(p, a, is_write, cycle, group, after, req, pos):
-    """Fill a row of req from the byte address (and the other inputs) of request i: row i,
-    or, with per-channel positions pos (the first row of each channel's block), the next
-    row of its channel's block (a stable counting sort by channel in the same pass)."""
-    per_rank = p.bankgroups * p.banks_per_group
+def _fill(p, a, is_write, cycle, group, after, req, write, pos):
+    """Fill the row of request j: row j, or, with per-channel positions pos (the first row
+    of each channel's block), the next row of its channel's block (a stable counting sort
+    by channel in the same pass)."""
     by_channel = pos.shape[0] > 0
     for j in range(a.shape[0]):
         x = a[j]
-        ch = (x >> p.ch_shift) & p.ch_mask
         i = j
         if by_channel:
+            ch = (x >> p.ch_shift) & p.ch_mask
             i = pos[ch]
             pos[ch] += 1
-        ra = (x >> p.ra_shift) & p.ra_mask
-        bg = (x >> p.bg_shift) & p.bg_mask
-        ba = (x >> p.ba_shift) & p.ba_mask
         req[i, RQ_ADDR] = x
-        req[i, RQ_WRITE] = 1 if is_write[j] else 0
-        req[i, RQ_CYCLE] = cycle[j]
-        req[i, RQ_CH] = ch
-        req[i, RQ_RANK] = ra
-        req[i, RQ_BG] = bg
-        req[i, RQ_BA] = ba
-        req[i, RQ_ROW] = (x >> p.ro_shift) & p.ro_mask
-        req[i, RQ_COL] = (x >> p.co_shift) & p.co_mask
-        local = (ra * p.bankgroups + bg) * p.banks_per_group + ba
-        req[i, RQ_BANK] = ch * p.ranks * per_rank + local
-        req[i, RQ_QUEUE] = local if p.per_bank_queues else ra
         req[i, RQ_ADDED] = -1
         req[i, RQ_ISSUED] = -1
         req[i, RQ_DONE] = -1
         req[i, RQ_DUP] = -1
         req[i, RQ_GROUP] = group[j] if group.shape[0] else -1
+        req[i, RQ_CYCLE] = cycle[j]
         req[i, RQ_AFTER] = after[j] if after.shape[0] else -1
+        write[i] = 1 if is_write[j] else 0
+
+
+@kernel
+def _count_channels(p, a, counts):
+    for j in range(a.shape[0]):
+        counts[(a[j] >> p.ch_shift) & p.ch_mask] += 1
+
+
+@kernel
+def _count_groups(group, counts):
+    for j in range(group.shape[0]):
+        if group[j] >= 0:
+            counts[group[j]] += 1
+
+
+def _line_aligned_table(n: int) -> np.ndarray:
+    """An uninitialised [n, RQ_COLS] int64 table whose rows start on 64-byte lines."""
+    buf = np.empty(n * RQ_COLS + 8, np.int64)
+    skip = (-buf.ctypes.data % 64) // 8
+    return buf[skip : skip + n * RQ_COLS].reshape(n, RQ_COLS)
+
+
+class RequestBuffer:
+    """Memory for request tables, reused by successive batches (``new_batch(buffer=)``): a
+    batch taken from it is valid until the next one is taken. Writing into pages already
+    mapped costs a fraction of a fresh table's (the kernel clears every new page)."""
+
+    def __init__(self):
+        self.req = _line_aligned_table(0)
+        self.write = np.empty(0, np.int8)
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.req) < n:
+            self.req = self.write = None  # let the old memory go first
+            self.req = _line_aligned_table(n)
+            self.write = np.empty(n, np.int8)
+        return self.req[:n], self.write[:n]
+
+
+def decode(p: DramParams, addr) -> dict:
+    """The address fields of byte addresses (numpy; the kernels decode them inline with
+    ``_fields``): channel, rank, bank group, bank, row, column, global bank, command queue."""
+    a = np.asarray(addr, np.int64)
+    f = lambda shift, mask: (a >> shift) & mask  # noqa: E731
+    ch, ra, bg, ba = f(p.ch_shift, p.ch_mask), f(p.ra_shift, p.ra_mask), f(p.bg_shift, p.bg_mask), f(p.ba_shift, p.ba_mask)
+    local = (ra * p.bankgroups + bg) * p.banks_per_group + ba
+    return dict(ch=ch, rank=ra, bg=bg, ba=ba, row=f(p.ro_shift, p.ro_mask), col=f(p.co_shift, p.co_mask),
+                bank=ch * banks_per_channel(p) + local, queue=local if p.per_bank_queues else ra)
 
 
 def new_batch(
@@ -503,11 +543,13 @@ def new_batch(
     group=None,
     after=None,
     per_channel: bool = False,
+    buffer: RequestBuffer | None = None,
 ) -> DramBatch:
-    """Decode byte addresses into (channel, rank, bank group, bank, row, column).
+    """The request table of byte addresses (decoded as the requests are offered).
 
     per_channel: one front-end stream per channel (requests reordered by channel, order
-    kept within a channel) instead of one stream in the given order."""
+    kept within a channel) instead of one stream in the given order. buffer: the table's
+    memory (the previous batch taken from it is overwritten), else a new table."""
     a = np.ascontiguousarray(addr, dtype=np.int64)
     is_write = np.ascontiguousarray(np.asarray(is_write) != 0)
     cycle = np.ascontiguousarray(cycle, dtype=np.int64)
@@ -515,14 +557,20 @@ def new_batch(
     group = none if group is None else np.ascontiguousarray(group, dtype=np.int64)
     after = none if after is None else np.ascontiguousarray(after, dtype=np.int64)
     if per_channel:
-        ch = (a >> p.ch_shift) & p.ch_mask
-        counts = np.bincount(ch, minlength=p.channels) if len(a) else np.zeros(p.channels, np.int64)
+        counts = np.zeros(p.channels, np.int64)
+        _count_channels(p, a, counts)
         end = np.cumsum(counts)
         pos = end - counts
-    req = np.empty((a.shape[0], RQ_COLS), np.int64)
+    if a.shape[0] > RID_MASK:
+        raise ValueError(f"{a.shape[0]} requests in one batch: at most {RID_MASK}")
+    if buffer is not None:
+        req, write = buffer.take(a.shape[0])
+    else:
+        req = _line_aligned_table(a.shape[0])
+        write = np.empty(a.shape[0], np.int8)
     # one row-major pass (numpy column assignments would sweep the whole array per column);
     # per channel, each request goes straight to its place in its channel's block
-    _decode(p, a, is_write, cycle, group, after, req, pos if per_channel else none)
+    _fill(p, a, is_write, cycle, group, after, req, write, pos if per_channel else none)
     if per_channel:
         inj = np.zeros((p.channels, 4), np.int64)
         inj[:, IJ_NEXT] = end - counts
@@ -530,19 +578,29 @@ def new_batch(
     else:
         inj = np.zeros((1, 4), np.int64)
         inj[0, IJ_END] = len(req)
-    fed = group[group >= 0] if len(group) else group
-    return DramBatch(req, inj, np.bincount(fed) if len(fed) else np.zeros(0, np.int64))
+    # requests feeding each task (np.bincount of the group >= 0, without temporaries)
+    g_max = int(group.max()) if len(group) else -1
+    reads_per_task = np.zeros(g_max + 1, np.int64)
+    if g_max >= 0:
+        _count_groups(group, reads_per_task)
+    return DramBatch(req, write, inj, reads_per_task)
 
 
 def new_pim_batch(
-    p: DramParams, ch=(), cmd=(), rank=(), bg=(), ba=(), row=(), k=(), dur=(), cycle=(), after=None
+    p: DramParams, ch=(), cmd=(), rank=(), bg=(), ba=(), row=(), k=(), dur=(), cycle=(), after=None,
+    presorted: bool = False,
 ) -> PimBatch:
-    """PIM command streams; commands keep their order within a channel."""
+    """PIM command streams; commands keep their order within a channel. presorted: the
+    commands are already in channel order (then the columns are used as they are)."""
     ch = np.asarray(ch, np.int64)
     if after is None:
         after = np.full(len(ch), -1, np.int64)
-    order = np.argsort(ch, kind="stable")
-    cols = [np.asarray(x, np.int64)[order] if len(ch) else np.zeros(0, np.int64) for x in (cmd, ch, rank, bg, ba, row, k, dur, cycle, after)]
+    cols = (cmd, ch, rank, bg, ba, row, k, dur, cycle, after)
+    if presorted or not len(ch):
+        cols = [np.ascontiguousarray(x, np.int64) if len(ch) else np.zeros(0, np.int64) for x in cols]
+    else:
+        order = np.argsort(ch, kind="stable")
+        cols = [np.asarray(x, np.int64)[order] for x in cols]
     after = cols.pop()
     n = len(ch)
     counts = np.bincount(cols[1], minlength=p.channels) if n else np.zeros(p.channels, np.int64)
@@ -743,7 +801,7 @@ def _npu_advance(nt, ctl):
     nt.next[0] = g
 
 
-@kernel
+@kernel(inline="always")
 def _read_for_task(nt, ctl, g, done):
     if g < 0:
         return
@@ -782,9 +840,10 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
             st[ch, S_READ_ROW_HITS] += 1
         st[ch, S_DATA_BUS_CYCLES] += p.burst_cycles
         done = clk + p.read_delay
-        a = b.req[rid, RQ_ADDR]
-        r = ht_get(s.rkeys, s.rvals, a)
-        ht_del(s.rkeys, s.rvals, a)
+        # the queued request is the first of its address (later reads of it were chained
+        # behind it by _try_add): the whole chain returns
+        ht_del(s.rkeys, s.rvals, b.req[rid, RQ_ADDR])
+        r = rid
         while r >= 0:
             b.req[r, RQ_ISSUED] = clk
             _read_returned(s, b, ch, r, done)
@@ -859,6 +918,14 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         s.chan[ch, CH_STUCK] = 0
         if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QMASK] &= ~(1 << q)
+    if rid >= 0:
+        # the queue's item at k (the next one after a column command, else the one whose
+        # row this ACT / PRE serves) is likely the next to issue there: with deep queues its
+        # request row has long left the cache, so start loading it now
+        n = s.queue[ch, q, QU_LEN]
+        if n > 0:
+            j = k if k < n else n - 1
+            prefetch_row(b.req, s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + j)] & RID_MASK)
 
 
 @kernel
@@ -868,7 +935,7 @@ def _issue_call(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
 
 
 @kernel(inline="always")
-def _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
     When nothing is ready it records in q_lb a cycle before which no command of the queue
@@ -876,14 +943,13 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, clos
     timing-ready but held (precharge arbitration, read-before-write) wait for a queue or
     bank change instead, which resets q_lb. (Hot: it takes only the arrays it reads, since
     every array passed to a kernel is copied into the call.) The requests are known by their
-    keys (bank, row, read or write); the request rows are read only for the columns of a
-    possible read-before-write dependency. Items of one queue share channel and rank, so
+    keys (bank, row, read or write) and columns, never by their request rows. Items of one queue share channel and rank, so
     equal (bank group, bank) there means the same global bank.
     """
     n = queue[ch, q, QU_LEN]
     base = QU_ITEMS + 2 * queue[ch, q, QU_HEAD]
     if per_bank:
-        return _first_ready_one_bank(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw,
+        return _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw,
                                      row_hit_cap, n, base)
     lb = INF
     for k in range(n):
@@ -930,7 +996,7 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, clos
             if hits and bank[gb, BK_HITS] < row_hit_cap:
                 continue
         elif need == WR or need == WRA:
-            if _rw_dependency(queue, req, ch, q, base, k, key):
+            if _rw_dependency(queue, ch, q, base, k, key):
                 continue
         return need, k
     queue[ch, q, QU_LB] = lb
@@ -938,14 +1004,13 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, clos
 
 
 @kernel(inline="always")
-def _rw_dependency(queue, req, ch, q, base, k, key):
+def _rw_dependency(queue, ch, q, base, k, key):
     """HasRWDependency: an earlier read of the same location (bank, row, column) goes first."""
     rkey = key - 1  # a read of the same bank and row
     for j in range(k):
         if queue[ch, q, base + 2 * j + 1] == rkey:
-            r2 = queue[ch, q, base + 2 * j]
-            if req[r2, RQ_COL] == req[queue[ch, q, base + 2 * k], RQ_COL]:
-                return True
+            if queue[ch, q, base + 2 * j] >> RID_BITS == queue[ch, q, base + 2 * k] >> RID_BITS:
+                return True  # same column
     return False
 
 
@@ -962,7 +1027,7 @@ def _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb):
 
 
 @kernel(inline="always")
-def _first_ready_one_bank(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
+def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
     """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
     A miss behind the first item is always held (ArbitratePrecharge: an earlier command to
@@ -984,10 +1049,11 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, req, ch, q, clk, clos
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
-    t_pre = _ready_at(bank, tnext, floor, PRE, gb)
-    t_rd = _ready_at(bank, tnext, floor, rd, gb)
-    t_wr = _ready_at(bank, tnext, floor, wr, gb)
-    if (key0 >> 1) & KEY_ROW_MASK != orow and clk >= t_pre:
+    # a precharge only ever serves the first item: when that is a hit, PRE's cycle bears
+    # on nothing until the hit has issued (a change, which resets the bound)
+    miss0 = (key0 >> 1) & KEY_ROW_MASK != orow
+    t_pre = _ready_at(bank, tnext, floor, PRE, gb) if miss0 else INF
+    if miss0 and clk >= t_pre:
         # the first item's precharge, unless hits on the open row come first (row-hit cap)
         hits = False
         for j in range(n):
@@ -996,6 +1062,8 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, req, ch, q, clk, clos
                 break
         if not hits or bank[gb, BK_HITS] >= row_hit_cap:
             return PRE, 0
+    t_rd = _ready_at(bank, tnext, floor, rd, gb)
+    t_wr = _ready_at(bank, tnext, floor, wr, gb)
     rd_ok = clk >= t_rd
     wr_ok = clk >= t_wr
     if rd_ok or wr_ok:
@@ -1004,7 +1072,7 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, req, ch, q, clk, clos
             if (key >> 1) & KEY_ROW_MASK != orow:
                 continue
             if key & 1:
-                if wr_ok and not _rw_dependency(queue, req, ch, q, base, k, key):
+                if wr_ok and not _rw_dependency(queue, ch, q, base, k, key):
                     return wr, k
             elif rd_ok:
                 return rd, k
@@ -1021,9 +1089,9 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, req, ch, q, clk, clos
 
 
 @kernel
-def _first_ready_call(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_call(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """_first_ready_in_queue as a call, for the rare channels with over MASK_QUEUES queues."""
-    return _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+    return _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
 
 
 @kernel(inline="always")
@@ -1036,7 +1104,7 @@ def _queue_in_ref(p, s, ch, q):
 
 
 @kernel(inline="always")
-def _scan_queues(bank, tnext, floor, rank, chan, queue, req, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
+def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
     """DRAMsim3 GetCommandToIssue: round-robin over the command queues; (cmd, queue, pos).
 
     per_rank_q: command queues per rank (the queues a refresh of that rank skips).
@@ -1056,7 +1124,7 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, req, ch, clk, close_page
                 continue
             if in_ref != 0 and q // per_rank_q == ref_rank:
                 continue
-            need, k = _first_ready_call(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_call(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 return need, q, k
@@ -1083,7 +1151,7 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, req, ch, clk, close_page
                 if lbq < least:
                     least = lbq
                 continue
-            need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, req, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 if full:
@@ -1115,7 +1183,7 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, req, ch, clk, close_page
 @kernel(inline="always")
 def _command_to_issue(p, s, b, ch, clk):
     per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
-    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, b.req, ch, clk, p.close_page, p.ranks,
+    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, ch, clk, p.close_page, p.ranks,
                         p.tFAW, p.row_hit_cap, per_rank_q, p.per_bank_queues)
 
 
@@ -1148,6 +1216,15 @@ MOVED_NONE, MOVED_ONE, MOVED_STOPPED = 0, 1, 2
 
 
 @kernel(inline="always")
+def _key_queue(p, s, ch, key):
+    """The command queue of a request with this key (its bank's, or its rank's)."""
+    gb = key >> KEY_BANK_SHIFT
+    if p.per_bank_queues:
+        return gb - ch * (p.ranks * p.bankgroups * p.banks_per_group)
+    return s.bank[gb, BK_RANK]
+
+
+@kernel(inline="always")
 def _move_one(p, s, b, ch, writes):
     """Move the first transaction of the read queue (writes=0) or write buffer (writes=1)
     whose command queue has room. A write with a pending read of its address stops there."""
@@ -1157,12 +1234,13 @@ def _move_one(p, s, b, ch, writes):
     h = s.tq[ch, writes, TQ_HEAD]
     base = TQ_ITEMS + 2 * h
     for i in range(n):
-        q = s.tq[ch, writes, base + 2 * i + 1]
+        key = s.tq[ch, writes, base + 2 * i + 1]
+        q = _key_queue(p, s, ch, key)
         if s.queue[ch, q, QU_LEN] >= p.cmd_queue_size:
             continue
-        rid = s.tq[ch, writes, base + 2 * i]
+        w = s.tq[ch, writes, base + 2 * i]
         if writes:
-            if ht_get(s.rkeys, s.rvals, b.req[rid, RQ_ADDR]) >= 0:
+            if ht_get(s.rkeys, s.rvals, b.req[w & RID_MASK, RQ_ADDR]) >= 0:
                 return MOVED_STOPPED
             s.chan[ch, CH_DRAINING] -= 1
         _window_take(s.tq[ch, writes], TQ_HEAD, TQ_ITEMS, i, n)
@@ -1179,10 +1257,8 @@ def _move_one(p, s, b, ch, writes):
             h = 0
             s.queue[ch, q, QU_HEAD] = 0
         at = QU_ITEMS + 2 * (h + nq_len)
-        s.queue[ch, q, at] = rid
-        s.queue[ch, q, at + 1] = (
-            (b.req[rid, RQ_BANK] << KEY_BANK_SHIFT) | (b.req[rid, RQ_ROW] << 1) | b.req[rid, RQ_WRITE]
-        )
+        s.queue[ch, q, at] = w
+        s.queue[ch, q, at + 1] = key
         s.queue[ch, q, QU_LEN] += 1
         s.chan[ch, CH_CQ_TOTAL] += 1
         s.queue[ch, q, QU_LB] = 0
@@ -1241,7 +1317,7 @@ def _hold_pim_units(p, s, ch, rank, until):
             s.floor[c, col] = until
 
 
-@kernel
+@kernel(inline="always")
 def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
     """Issue PIM command i of the batch: results, statistics, timing, PIM row state."""
     cmd = pb.cmd[i]
@@ -1262,7 +1338,6 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
     elif cmd == GWRITE:
         st[ch, S_GWRITE] += 1
         st[ch, S_DATA_BUS_CYCLES] += p.gwrite_cycles
-        _apply_rules(p, s, ch, rank, bg, pb.ba[i], cmd, clk)
         done = clk + p.gwrite_cycles
     elif cmd == G_ACT:
         st[ch, S_G_ACT] += 1
@@ -1278,9 +1353,7 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                 if s.rank[rk, RK_OPEN] == 0:
                     s.rank[rk, RK_SINCE] = clk
                 s.rank[rk, RK_OPEN] += 1
-        _apply_rules(p, s, ch, rank, bg, 0, cmd, clk)
     elif cmd == COMP or cmd == READRES or cmd == COMPS_READRES:
-        _apply_rules(p, s, ch, rank, 0, 0, cmd, clk)
         if cmd == COMP:
             st[ch, S_COMP] += 1
             st[ch, S_PIM_COMPS] += 1
@@ -1310,7 +1383,6 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                     s.rank[rk, RK_OPEN] -= 1
                     if s.rank[rk, RK_OPEN] == 0:
                         st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank[rk, RK_SINCE]
-        _apply_rules(p, s, ch, rank, bg, 0, cmd, clk)
         # rows and (single buffer) the whole channel come back to the normal scheduler
         _reset_all_bounds(s, ch)
         if s.chan[ch, CH_PIM_MODE] != 0:
@@ -1322,6 +1394,12 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                 st[ch, S_PIM_BUSY_CYCLES] += clk - s.chan[ch, CH_PIM_SINCE]
                 if not p.pim_dual:
                     st[ch, S_PIM_BLOCKED_CYCLES] += clk - s.chan[ch, CH_PIM_SINCE]
+    if cmd != PIM_HEADER:
+        # the timing rules (raises only, so their order among the updates above is free):
+        # GWRITE at its bank, G_ACT / PIM_PRECHARGE at a bank group, the rest rank-wide
+        rbg = bg if cmd == GWRITE or cmd == G_ACT or cmd == PIM_PRECHARGE else 0
+        rba = pb.ba[i] if cmd == GWRITE else 0
+        _apply_rules(p, s, ch, rank, rbg, rba, cmd, clk)
     pb.issued[i] = clk
     pb.done[i] = done
     if done > ctl[C_END]:
@@ -1369,9 +1447,8 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
             ):
                 pb.lb[ch] = s.chan[ch, CH_NEXT_REF]
                 return False
-            _pim_issue(p, s, pb, ctl, log, ch, i, clk)
-            continue
-        if cmd == GWRITE:
+            t = clk  # takes no bus slot: the next command may follow in the same cycle
+        elif cmd == GWRITE:
             gb = base + pb.bg[i] * bpg + pb.ba[i]
             row = pb.row[i]
             orow = s.bank[gb, BK_OPEN_ROW]
@@ -1419,8 +1496,18 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
         if clk < t:
             pb.lb[ch] = t
             return False
-        _pim_issue(p, s, pb, ctl, log, ch, i, clk)
-        return True
+        _pim_issue(p, s, pb, ctl, log, ch, i, clk)  # the one call site: inlined
+        if cmd != PIM_HEADER:
+            return True
+
+
+@kernel(inline="always")
+def _queue_item(s, ch, q, k):
+    """Item k of command queue q: request id, global bank, row, column."""
+    at = QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k)
+    w = s.queue[ch, q, at]
+    key = s.queue[ch, q, at + 1]
+    return w & RID_MASK, key >> KEY_BANK_SHIFT, (key >> 1) & KEY_ROW_MASK, w >> RID_BITS
 
 
 @kernel(inline="always")
@@ -1459,12 +1546,9 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
     if cmd < 0 and (p.pim_dual or s.chan[ch, CH_PIM_MODE] == 0):
         cmd, q, k = _command_to_issue(p, s, b, ch, clk)
         if cmd >= 0:
-            rid = s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k)]
+            rid, gb, row, col = _queue_item(s, ch, q, k)
             if cmd == PRE:
                 s.stats[ch, S_ONDEMAND_PRE] += 1
-            gb = b.req[rid, RQ_BANK]
-            row = b.req[rid, RQ_ROW]
-            col = b.req[rid, RQ_COL]
     if cmd >= 0:
         changed = True
         first_rw = _is_rw(cmd)
@@ -1485,12 +1569,9 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
                     if s.queue.shape[1] <= MASK_QUEUES:
                         s.chan[ch, CH_QDIRTY] |= 1 << q
                 break
-            rid = s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k)]
+            rid, gb, row, col = _queue_item(s, ch, q, k)
             if cmd == PRE:
                 s.stats[ch, S_ONDEMAND_PRE] += 1
-            gb = b.req[rid, RQ_BANK]
-            row = b.req[rid, RQ_ROW]
-            col = b.req[rid, RQ_COL]
     if _schedule_transaction(p, s, b, ctl, ch):
         changed = True
     return changed
@@ -1533,7 +1614,7 @@ def _wake_after_change(p, s, b, ch, c):
         q = ctz(m)
         m &= m - 1
         if s.queue[ch, q, QU_LB] <= nxt:
-            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, b.req, ch, q, nxt, p.close_page,
+            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, nxt, p.close_page,
                                             p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
             if need >= 0:
                 return nxt
@@ -1587,30 +1668,44 @@ def _next_event(p, s, b, pb, ch, clk):
 
 
 @kernel(inline="always")
-def _tq_append(s, ch, w, n, rid, q):
-    """Put (rid, q) after the n transactions of tq[ch, w] (compacting the window at its end)."""
+def _tq_append(s, ch, w, n, item, key):
+    """Put (item, key) after the n transactions of tq[ch, w] (compacting the window at its end)."""
     h = s.tq[ch, w, TQ_HEAD]
     if TQ_ITEMS + 2 * (h + n) >= s.tq.shape[2]:
         for j in range(2 * n):
             s.tq[ch, w, TQ_ITEMS + j] = s.tq[ch, w, TQ_ITEMS + 2 * h + j]
         h = 0
         s.tq[ch, w, TQ_HEAD] = 0
-    s.tq[ch, w, TQ_ITEMS + 2 * (h + n)] = rid
-    s.tq[ch, w, TQ_ITEMS + 2 * (h + n) + 1] = q
+    s.tq[ch, w, TQ_ITEMS + 2 * (h + n)] = item
+    s.tq[ch, w, TQ_ITEMS + 2 * (h + n) + 1] = key
 
 
 @kernel(inline="always")
-def _try_add(p, s, b, nt, ctl, rid, at):
+def _col(p, a):
+    return (a >> p.co_shift) & p.co_mask
+
+
+@kernel(inline="always")
+def _key(p, a, ch, is_write):
+    """The command-queue key of a request at byte address a on channel ch."""
+    ra = (a >> p.ra_shift) & p.ra_mask
+    bg = (a >> p.bg_shift) & p.bg_mask
+    ba = (a >> p.ba_shift) & p.ba_mask
+    gb = ((ch * p.ranks + ra) * p.bankgroups + bg) * p.banks_per_group + ba
+    return (gb << KEY_BANK_SHIFT) | (((a >> p.ro_shift) & p.ro_mask) << 1) | is_write
+
+
+@kernel(inline="always")
+def _try_add(p, s, b, nt, ctl, rid, ch, at):
     """WillAcceptTransaction + AddTransaction; `at` is the controller cycle it lands."""
-    ch = b.req[rid, RQ_CH]
     a = b.req[rid, RQ_ADDR]
-    if b.req[rid, RQ_WRITE]:
+    if b.write[rid]:
         if s.chan[ch, CH_WB_LEN] >= p.write_buffer_size:
             return False
         b.req[rid, RQ_ADDED] = at
         if ht_get(s.wkeys, s.wvals, a) < 0:
             ht_put(s.wkeys, s.wvals, a, rid)
-            _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid, b.req[rid, RQ_QUEUE])
+            _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid | (_col(p, a) << RID_BITS), _key(p, a, ch, 1))
             s.chan[ch, CH_WB_LEN] += 1
             s.chan[ch, CH_STUCK] &= ~2
             ctl[C_PENDING_WRITES] += 1
@@ -1639,7 +1734,7 @@ def _try_add(p, s, b, nt, ctl, rid, at):
         b.req[head, RQ_DUP] = rid
     else:
         ht_put(s.rkeys, s.rvals, a, rid)
-        _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid, b.req[rid, RQ_QUEUE])
+        _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid | (_col(p, a) << RID_BITS), _key(p, a, ch, 0))
         s.chan[ch, CH_RQ_LEN] += 1
         s.chan[ch, CH_STUCK] &= ~1
     return True
@@ -1667,14 +1762,18 @@ def _offer(p, s, b, nt, ctl, c):
                 if nt.end[a] > c:
                     at = nt.end[a]
                     break
-            if not _try_add(p, s, b, nt, ctl, rid, c + 1):
+            ch = (b.req[rid, RQ_ADDR] >> p.ch_shift) & p.ch_mask
+            if not _try_add(p, s, b, nt, ctl, rid, ch, c + 1):
                 b.inj[k, IJ_BLOCKED] = 1
                 break
-            ch = b.req[rid, RQ_CH]
             if s.chan[ch, CH_WAKE] > c + 1:
                 s.chan[ch, CH_WAKE] = c + 1
             b.inj[k, IJ_NEXT] = rid + 1
             offered += 1
+            # each stream reads its rows in order, one line per request: load a few ahead
+            # (the hardware prefetcher does not follow tens of streams)
+            if rid + OFFER_AHEAD < b.inj[k, IJ_END]:
+                prefetch_row(b.req, rid + OFFER_AHEAD)
         b.inj[k, IJ_AT] = at
         left += b.inj[k, IJ_END] - b.inj[k, IJ_NEXT]
     return left

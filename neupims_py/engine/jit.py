@@ -16,7 +16,7 @@ rare paths). That costs compile time (about a minute, once, then cached), not ru
 
 from llvmlite import ir
 from numba import njit, types
-from numba.core import config
+from numba.core import cgutils, config
 from numba.extending import intrinsic
 
 
@@ -35,7 +35,29 @@ if config.DISABLE_JIT:
         x = int(x)
         return (x & -x).bit_length() - 1
 
+    def prefetch_row(a, i):
+        """Start loading row i of the 2-D array a into the cache (no effect on results)."""
+
 else:
+
+    @intrinsic
+    def _prefetch(typingctx, addr):
+        def codegen(context, builder, signature, args):
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
+            # read, keep in all cache levels, data
+            builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                              ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(types.int64), codegen
+
+    @njit(cache=True, nogil=True, _nrt=False, inline="always")
+    def prefetch_row(a, i):
+        """Start loading row i of the 2-D array a into the cache (no effect on results)."""
+        _prefetch(a.ctypes.data + i * a.strides[0])
 
     @intrinsic
     def _cttz(typingctx, x):
