@@ -241,7 +241,7 @@ class Phase:
         # the engine clock advanced, drain included
         state.glob[eng.G_CLK] = max(int(state.glob[eng.G_CLK]), end + 1)
         done = int(state.glob[eng.G_CLK])
-        ops = self._op_report(start, grp, tasks, pb, pim_op, t)
+        ops = self._op_report(start, batch.reads_per_task, tasks, pb, pim_op, t)
         stats = state.stats - before
         writes = int(np.count_nonzero(isw))
         return PhaseResult(
@@ -257,7 +257,7 @@ class Phase:
             pim_end=int(pb.done.max()) - start if len(cmds) else 0,
         )
 
-    def _op_report(self, start, grp, tasks, pb, pim_op, t) -> dict:
+    def _op_report(self, start, reads_per_task, tasks, pb, pim_op, t) -> dict:
         ops: dict[str, dict] = {}
 
         def entry(name, unit):
@@ -285,11 +285,12 @@ class Phase:
                 e1 = int(pb.done[psel].max()) - start
                 e["start"] = s0 if e["start"] is None else min(e["start"], s0)
                 e["end"] = e1 if e["end"] is None else max(e["end"], e1)
-        # bytes read per op through the tasks their reads feed (group: the request's task)
-        fed = grp >= 0
-        if fed.any():
-            per_task = np.bincount(grp[fed], minlength=len(t_res)) * self.burst_bytes
-            per_op = np.bincount(t_op, weights=per_task, minlength=nops)
+        # bytes read per op through the tasks their reads feed (the batch counted each
+        # task's requests: those of group g)
+        if reads_per_task.any():
+            per_task = np.zeros(len(t_res), np.int64)
+            per_task[:len(reads_per_task)] = reads_per_task
+            per_op = np.bincount(t_op, weights=per_task * self.burst_bytes, minlength=nops)
             for oi, name in enumerate(self.op_names):
                 if name in ops:
                     ops[name]["bytes"] += int(per_op[oi])
