@@ -187,9 +187,13 @@ RK_COLS = RK_FAW + 4
 ) = range(18)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 
-QU_LEN, QU_LB, QU_HEAD, QU_ITEMS = 0, 1, 2, 3  # queue[ch, q, :]: length, ready bound, head
-# offset, then room for twice the queue's capacity of items (a window that slides on as the
-# front is served, compacted when it reaches the end: taking the first item moves nothing).
+QU_LEN, QU_LB, QU_HEAD = 0, 1, 2  # qh[ch, q, :]: length, ready bound, head offset of
+# command queue q, a compact header (the scans read the bounds of many queues: a few cache
+# lines, not one per queue; the fourth column pads a header to 32 bytes)
+QH_COLS = 4
+QU_ITEMS = 0  # queue[ch, q, :]: room for twice the queue's capacity of items (a window
+# that slides on as the front is served, compacted when it reaches the end: taking the
+# first item moves nothing).
 # Item k of a command queue is the pair queue[ch, q, QU_ITEMS + 2 (head + k)] = request id
 # | column << RID_BITS and the next word = its key: (global bank << KEY_BANK_SHIFT) |
 # (row << 1) | is_write, so the FR-FCFS search reads one short contiguous row instead of a
@@ -230,7 +234,8 @@ class DramState(NamedTuple):
     floor[cmd, bank group | rank] the earliest issue cycle of each command (``_ready_at``).
     rank[ch * ranks + rank, RK_*]: open banks, activity, the tFAW window, PIM rows.
     chan[ch, CH_*]: queue lengths, drain and refresh state, the next wake-up cycle.
-    queue[ch, q, QU_*]: the command queues (one per bank, or per rank).
+    queue[ch, q, :]: the command queues' items (one queue per bank, or per rank);
+    qh[ch, q, QU_*]: their lengths, ready bounds and head offsets.
     tq[ch, 0 | 1, :]: the read transaction queue and the posted-write buffer: the head
     offset, then slot i at TQ_ITEMS + 2 (head + i) + (0 | 1), the pair its command queue item
     will be (request id | column << RID_BITS, key), in a window that slides as the command
@@ -244,6 +249,7 @@ class DramState(NamedTuple):
     rank: np.ndarray
     chan: np.ndarray
     queue: np.ndarray
+    qh: np.ndarray
     tq: np.ndarray
     rkeys: np.ndarray  # pending reads: address -> first request id
     rvals: np.ndarray
@@ -412,6 +418,7 @@ def new_state(p: DramParams) -> DramState:
         rank=np.zeros((nch * nr, RK_COLS), np.int64),
         chan=chan,
         queue=np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64),
+        qh=np.zeros((nch, nq, QH_COLS), np.int64),
         tq=np.zeros((nch, 2, TQ_ITEMS + 4 * max(p.trans_queue_size, p.write_buffer_size)), np.int64),
         rkeys=rkeys,
         rvals=rvals,
@@ -647,18 +654,18 @@ def new_ctl(start: int, max_inject: int, log_on: bool) -> np.ndarray:
 
 
 @kernel(inline="always")
-def _window_take(row, head_col, items_col, k, n):
+def _window_take(hrow, head_col, row, items_col, k, n):
     """Take item k (of n) out of a window of pairs row[items_col + 2 * (head + i) + 0|1]
-    whose head offset is row[head_col]: the shorter side moves one place (the items before
+    whose head offset is hrow[head_col]: the shorter side moves one place (the items before
     k move back and the window starts one later, or the items after k move forward)."""
-    h = row[head_col]
+    h = hrow[head_col]
     base = items_col + 2 * h
     if n == 1:
-        row[head_col] = 0
+        hrow[head_col] = 0
     elif 2 * k < n:
         for j in range(base + 2 * k - 1, base - 1, -1):
             row[j + 2] = row[j]
-        row[head_col] = h + 1
+        hrow[head_col] = h + 1
     else:
         for j in range(base + 2 * k, base + 2 * n - 2):
             row[j] = row[j + 2]
@@ -818,7 +825,7 @@ def _reset_all_bounds(s, ch):
     closed)."""
     nq = s.queue.shape[1]
     for qq in range(nq):
-        s.queue[ch, qq, QU_LB] = 0
+        s.qh[ch, qq, QU_LB] = 0
     if nq <= MASK_QUEUES:
         s.chan[ch, CH_QDIRTY] = (1 << nq) - 1
 
@@ -907,13 +914,13 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         _reset_all_bounds(s, ch)
     else:
         qb = gb - ch * banks_in_channel if p.per_bank_queues else rank
-        s.queue[ch, qb, QU_LB] = 0
+        s.qh[ch, qb, QU_LB] = 0
         if s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QDIRTY] |= 1 << qb
     if _is_rw(cmd):
-        n = s.queue[ch, q, QU_LEN]
-        _window_take(s.queue[ch, q], QU_HEAD, QU_ITEMS, k, n)
-        s.queue[ch, q, QU_LEN] = n - 1
+        n = s.qh[ch, q, QU_LEN]
+        _window_take(s.qh[ch, q], QU_HEAD, s.queue[ch, q], QU_ITEMS, k, n)
+        s.qh[ch, q, QU_LEN] = n - 1
         s.chan[ch, CH_CQ_TOTAL] -= 1
         s.chan[ch, CH_STUCK] = 0
         if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
@@ -922,10 +929,10 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         # the queue's item at k (the next one after a column command, else the one whose
         # row this ACT / PRE serves) is likely the next to issue there: with deep queues its
         # request row has long left the cache, so start loading it now
-        n = s.queue[ch, q, QU_LEN]
+        n = s.qh[ch, q, QU_LEN]
         if n > 0:
             j = k if k < n else n - 1
-            prefetch_row(b.req, s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + j)] & RID_MASK)
+            prefetch_row(b.req, s.queue[ch, q, QU_ITEMS + 2 * (s.qh[ch, q, QU_HEAD] + j)] & RID_MASK)
 
 
 @kernel
@@ -935,7 +942,7 @@ def _issue_call(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
 
 
 @kernel(inline="always")
-def _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_in_queue(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
     When nothing is ready it records in q_lb a cycle before which no command of the queue
@@ -946,10 +953,10 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
     keys (bank, row, read or write) and columns, never by their request rows. Items of one queue share channel and rank, so
     equal (bank group, bank) there means the same global bank.
     """
-    n = queue[ch, q, QU_LEN]
-    base = QU_ITEMS + 2 * queue[ch, q, QU_HEAD]
+    n = qh[ch, q, QU_LEN]
+    base = QU_ITEMS + 2 * qh[ch, q, QU_HEAD]
     if per_bank:
-        return _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw,
+        return _first_ready_one_bank(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw,
                                      row_hit_cap, n, base)
     lb = INF
     for k in range(n):
@@ -999,7 +1006,7 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
             if _rw_dependency(queue, ch, q, base, k, key):
                 continue
         return need, k
-    queue[ch, q, QU_LB] = lb
+    qh[ch, q, QU_LB] = lb
     return -1, -1
 
 
@@ -1027,7 +1034,7 @@ def _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb):
 
 
 @kernel(inline="always")
-def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
+def _first_ready_one_bank(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
     """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
     A miss behind the first item is always held (ArbitratePrecharge: an earlier command to
@@ -1039,13 +1046,13 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
     if orow < 0:
         bt = _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb)
         if clk < bt:
-            queue[ch, q, QU_LB] = bt
+            qh[ch, q, QU_LB] = bt
             return -1, -1
         prow = bank[gb, BK_PIM_ROW]
         for k in range(n):
             if (queue[ch, q, base + 2 * k + 1] >> 1) & KEY_ROW_MASK != prow:
                 return ACT, k
-        queue[ch, q, QU_LB] = INF  # rows open in the PIM buffer: wait for PIM_PRECHARGE
+        qh[ch, q, QU_LB] = INF  # rows open in the PIM buffer: wait for PIM_PRECHARGE
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
@@ -1084,14 +1091,14 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
         lb = t_wr
     if clk < t_pre and t_pre < lb:
         lb = t_pre
-    queue[ch, q, QU_LB] = lb
+    qh[ch, q, QU_LB] = lb
     return -1, -1
 
 
 @kernel
-def _first_ready_call(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_call(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """_first_ready_in_queue as a call, for the rare channels with over MASK_QUEUES queues."""
-    return _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+    return _first_ready_in_queue(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
 
 
 @kernel(inline="always")
@@ -1104,7 +1111,7 @@ def _queue_in_ref(p, s, ch, q):
 
 
 @kernel(inline="always")
-def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
+def _scan_queues(bank, tnext, floor, rank, chan, queue, qh, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
     """DRAMsim3 GetCommandToIssue: round-robin over the command queues; (cmd, queue, pos).
 
     per_rank_q: command queues per rank (the queues a refresh of that rank skips).
@@ -1120,11 +1127,11 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ran
             q += 1
             if q == nq:
                 q = 0
-            if queue[ch, q, QU_LEN] == 0 or queue[ch, q, QU_LB] > clk:
+            if qh[ch, q, QU_LEN] == 0 or qh[ch, q, QU_LB] > clk:
                 continue
             if in_ref != 0 and q // per_rank_q == ref_rank:
                 continue
-            need, k = _first_ready_call(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_call(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 return need, q, k
@@ -1146,12 +1153,12 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ran
         while m != 0:
             q = ctz(m)
             m &= m - 1
-            lbq = queue[ch, q, QU_LB]
+            lbq = qh[ch, q, QU_LB]
             if lbq > clk:
                 if lbq < least:
                     least = lbq
                 continue
-            need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 if full:
@@ -1163,14 +1170,14 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ran
                     while rest != 0:
                         q2 = ctz(rest)
                         rest &= rest - 1
-                        if queue[ch, q2, QU_LB] < least:
-                            least = queue[ch, q2, QU_LB]
+                        if qh[ch, q2, QU_LB] < least:
+                            least = qh[ch, q2, QU_LB]
                     chan[ch, CH_MINLB] = least
                 elif least < chan[ch, CH_MINLB]:
                     chan[ch, CH_MINLB] = least  # the queues cleaned on the way
                 return need, q, k
             chan[ch, CH_QDIRTY] &= ~(1 << q)
-            lbq = queue[ch, q, QU_LB]
+            lbq = qh[ch, q, QU_LB]
             if lbq < least:
                 least = lbq
     if full:
@@ -1183,7 +1190,7 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ran
 @kernel(inline="always")
 def _command_to_issue(p, s, b, ch, clk):
     per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
-    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, ch, clk, p.close_page, p.ranks,
+    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, s.qh, ch, clk, p.close_page, p.ranks,
                         p.tFAW, p.row_hit_cap, per_rank_q, p.per_bank_queues)
 
 
@@ -1236,32 +1243,32 @@ def _move_one(p, s, b, ch, writes):
     for i in range(n):
         key = s.tq[ch, writes, base + 2 * i + 1]
         q = _key_queue(p, s, ch, key)
-        if s.queue[ch, q, QU_LEN] >= p.cmd_queue_size:
+        if s.qh[ch, q, QU_LEN] >= p.cmd_queue_size:
             continue
         w = s.tq[ch, writes, base + 2 * i]
         if writes:
             if ht_get(s.rkeys, s.rvals, b.req[w & RID_MASK, RQ_ADDR]) >= 0:
                 return MOVED_STOPPED
             s.chan[ch, CH_DRAINING] -= 1
-        _window_take(s.tq[ch, writes], TQ_HEAD, TQ_ITEMS, i, n)
+        _window_take(s.tq[ch, writes], TQ_HEAD, s.tq[ch, writes], TQ_ITEMS, i, n)
         if writes:
             s.chan[ch, CH_WB_LEN] = n - 1
         else:
             s.chan[ch, CH_RQ_LEN] = n - 1
-        h = s.queue[ch, q, QU_HEAD]
-        nq_len = s.queue[ch, q, QU_LEN]
+        h = s.qh[ch, q, QU_HEAD]
+        nq_len = s.qh[ch, q, QU_LEN]
         if 2 * (h + nq_len) + QU_ITEMS >= s.queue.shape[2]:
             # the window reached the end: move the items to the front
             for j in range(2 * nq_len):
                 s.queue[ch, q, QU_ITEMS + j] = s.queue[ch, q, QU_ITEMS + 2 * h + j]
             h = 0
-            s.queue[ch, q, QU_HEAD] = 0
+            s.qh[ch, q, QU_HEAD] = 0
         at = QU_ITEMS + 2 * (h + nq_len)
         s.queue[ch, q, at] = w
         s.queue[ch, q, at + 1] = key
-        s.queue[ch, q, QU_LEN] += 1
+        s.qh[ch, q, QU_LEN] += 1
         s.chan[ch, CH_CQ_TOTAL] += 1
-        s.queue[ch, q, QU_LB] = 0
+        s.qh[ch, q, QU_LB] = 0
         if s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QMASK] |= 1 << q
             s.chan[ch, CH_QDIRTY] |= 1 << q
@@ -1504,7 +1511,7 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
 @kernel(inline="always")
 def _queue_item(s, ch, q, k):
     """Item k of command queue q: request id, global bank, row, column."""
-    at = QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k)
+    at = QU_ITEMS + 2 * (s.qh[ch, q, QU_HEAD] + k)
     w = s.queue[ch, q, at]
     key = s.queue[ch, q, at + 1]
     return w & RID_MASK, key >> KEY_BANK_SHIFT, (key >> 1) & KEY_ROW_MASK, w >> RID_BITS
@@ -1565,7 +1572,7 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
             if cmd < 0 or _is_rw(cmd) == first_rw:
                 if cmd >= 0:
                     # found, not issued: its queue must be searched again (see _scan_queues)
-                    s.queue[ch, q, QU_LB] = 0
+                    s.qh[ch, q, QU_LB] = 0
                     if s.queue.shape[1] <= MASK_QUEUES:
                         s.chan[ch, CH_QDIRTY] |= 1 << q
                 break
@@ -1613,20 +1620,20 @@ def _wake_after_change(p, s, b, ch, c):
     while m != 0:
         q = ctz(m)
         m &= m - 1
-        if s.queue[ch, q, QU_LB] <= nxt:
-            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, nxt, p.close_page,
+        if s.qh[ch, q, QU_LB] <= nxt:
+            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, s.qh, ch, q, nxt, p.close_page,
                                             p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
             if need >= 0:
                 return nxt
         s.chan[ch, CH_QDIRTY] &= ~(1 << q)
-        if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
-            s.chan[ch, CH_MINLB] = s.queue[ch, q, QU_LB]
+        if s.qh[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
+            s.chan[ch, CH_MINLB] = s.qh[ch, q, QU_LB]
     t = s.chan[ch, CH_NEXT_REF]
     while live != 0:
         q = ctz(live)
         live &= live - 1
-        if s.queue[ch, q, QU_LB] < t:
-            t = s.queue[ch, q, QU_LB]
+        if s.qh[ch, q, QU_LB] < t:
+            t = s.qh[ch, q, QU_LB]
     return t if t > nxt else nxt
 
 
@@ -1649,9 +1656,9 @@ def _next_event(p, s, b, pb, ch, clk):
     if nq > MASK_QUEUES:
         for q in range(nq):
             # every non-empty queue outside a refresh was scanned this cycle and set q_lb
-            if s.queue[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
+            if s.qh[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
                 continue
-            bt = s.queue[ch, q, QU_LB]
+            bt = s.qh[ch, q, QU_LB]
             if clk < bt < t:
                 t = bt
         return t
@@ -1661,7 +1668,7 @@ def _next_event(p, s, b, pb, ch, clk):
         m &= m - 1
         if _queue_in_ref(p, s, ch, q):
             continue
-        bt = s.queue[ch, q, QU_LB]
+        bt = s.qh[ch, q, QU_LB]
         if clk < bt < t:
             t = bt
     return t
