@@ -149,8 +149,9 @@ class DramParams(NamedTuple):
 # Column layouts of the packed state arrays. A few dense 2-D arrays instead of one array
 # per field: every array argument costs registers and stack traffic in each kernel.
 # The earliest issue cycle of command c at bank b is the largest of three values: the bank's
-# own tnext[c, b], its bank group's floor[c, bank[b, BK_FBG]] and its rank's
-# floor[c, bank[b, BK_FRK]] (``_ready_at``). A rule that reaches every bank of a bank group
+# own tnext[b, c], its bank group's floor[bank[b, BK_FBG], c] and its rank's
+# floor[bank[b, BK_FRK], c] (``_ready_at``): a bank's (bank group's, rank's) cycles are one
+# row of TN_COLS words on two cache lines, the timed commands (the first n_timed) on the first. A rule that reaches every bank of a bank group
 # or a rank raises one floor instead of each bank (``rule_plans``).
 BK_OPEN_ROW = 0  # bank[b, BK_OPEN_ROW]: the open row, -1 if none
 BK_HITS = 1  # column commands since the row opened
@@ -159,6 +160,8 @@ BK_RANK, BK_BG, BK_BA = 3, 4, 5  # the bank's place (fixed):
 # rank in its channel, bank group, bank; kept so the hot path needs no integer division
 BK_FBG, BK_FRK = 6, 7  # the bank's columns of `floor`: its bank group's, its rank's (fixed)
 BK_COLS = 8
+TN_COLS = 16  # columns of tnext and floor: NUM_CMDS, padded to two cache lines
+assert NUM_CMDS <= TN_COLS
 
 RK_OPEN, RK_SINCE, RK_FAW_HEAD, RK_FAW_N, RK_PIM_OPEN = 0, 1, 2, 3, 4
 RK_FAW = 5  # four slots: cycles of the last four ACTs (ring)
@@ -230,8 +233,8 @@ RID_MASK = (1 << RID_BITS) - 1
 class DramState(NamedTuple):
     """Controller and bank state of every channel; survives between calls.
 
-    bank[global bank, BK_*]: per-bank row-buffer state; tnext[cmd, global bank] and
-    floor[cmd, bank group | rank] the earliest issue cycle of each command (``_ready_at``).
+    bank[global bank, BK_*]: per-bank row-buffer state; tnext[global bank, cmd] and
+    floor[bank group | rank, cmd] the earliest issue cycle of each command (``_ready_at``).
     rank[ch * ranks + rank, RK_*]: open banks, activity, the tFAW window, PIM rows.
     chan[ch, CH_*]: queue lengths, drain and refresh state, the next wake-up cycle.
     queue[ch, q, :]: the command queues' items (one queue per bank, or per rank);
@@ -245,7 +248,7 @@ class DramState(NamedTuple):
     glob: np.ndarray  # [G_CLK] next cycle to simulate, [G_FLUSH] drain every buffered write
     bank: np.ndarray
     tnext: np.ndarray
-    floor: np.ndarray  # [cmd, global bank group], then [cmd, bank groups + global rank]
+    floor: np.ndarray  # [global bank group, cmd], then [bank groups + global rank, cmd]
     rank: np.ndarray
     chan: np.ndarray
     queue: np.ndarray
@@ -267,9 +270,9 @@ class DramState(NamedTuple):
 
     @property
     def bank_next(self):
-        f = self.floor[:, self.bank[:, BK_FBG]]
-        r = self.floor[:, self.bank[:, BK_FRK]]
-        return np.maximum(np.maximum(self.tnext, f), r).T
+        f = self.floor[self.bank[:, BK_FBG], :NUM_CMDS]
+        r = self.floor[self.bank[:, BK_FRK], :NUM_CMDS]
+        return np.maximum(np.maximum(self.tnext[:, :NUM_CMDS], f), r)
 
     @property
     def open_row(self):
@@ -413,8 +416,8 @@ def new_state(p: DramParams) -> DramState:
     return DramState(
         glob=np.zeros(2, np.int64),
         bank=bank,
-        tnext=np.zeros((NUM_CMDS, nb), np.int64),
-        floor=np.zeros((NUM_CMDS, n_groups + nch * nr), np.int64),
+        tnext=_line_aligned_zeros(nb, TN_COLS),
+        floor=_line_aligned_zeros(n_groups + nch * nr, TN_COLS),
         rank=np.zeros((nch * nr, RK_COLS), np.int64),
         chan=chan,
         queue=np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64),
@@ -505,6 +508,13 @@ def _count_groups(group, counts):
     for j in range(group.shape[0]):
         if group[j] >= 0:
             counts[group[j]] += 1
+
+
+def _line_aligned_zeros(n: int, cols: int) -> np.ndarray:
+    """A zeroed [n, cols] int64 array that starts on a 64-byte line."""
+    buf = np.zeros(n * cols + 8, np.int64)
+    skip = (-buf.ctypes.data % 64) // 8
+    return buf[skip : skip + n * cols].reshape(n, cols)
 
 
 def _line_aligned_table(n: int) -> np.ndarray:
@@ -687,11 +697,11 @@ def _faw_ready(p, s, rk):
 @kernel(inline="always")
 def _ready_at(bank, tnext, floor, cmd, gb):
     """Earliest issue cycle of `cmd` at bank gb: its own, its bank group's, its rank's."""
-    t = tnext[cmd, gb]
-    f = floor[cmd, bank[gb, BK_FBG]]
+    t = tnext[gb, cmd]
+    f = floor[bank[gb, BK_FBG], cmd]
     if f > t:
         t = f
-    f = floor[cmd, bank[gb, BK_FRK]]
+    f = floor[bank[gb, BK_FRK], cmd]
     if f > t:
         t = f
     return t
@@ -699,8 +709,8 @@ def _ready_at(bank, tnext, floor, cmd, gb):
 
 @kernel(inline="always")
 def _raise(a, n, i, t):
-    if t > a[n, i]:
-        a[n, i] = t
+    if t > a[i, n]:
+        a[i, n] = t
 
 
 @kernel(inline="always")
@@ -1320,8 +1330,8 @@ def _hold_pim_units(p, s, ch, rank, until):
     """COMPS_READRES keeps the rank's PIM units busy until `until`."""
     col = p.channels * p.ranks * p.bankgroups + ch * p.ranks + rank  # the rank's floor
     for c in (COMP, READRES, COMPS_READRES, PIM_PRECHARGE):
-        if s.floor[c, col] < until:
-            s.floor[c, col] = until
+        if s.floor[col, c] < until:
+            s.floor[col, c] = until
 
 
 @kernel(inline="always")
