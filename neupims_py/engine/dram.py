@@ -1722,9 +1722,11 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
         b.req[rid, RQ_ADDED] = at
         if ht_get(s.wkeys, s.wvals, a) < 0:
             ht_put(s.wkeys, s.wvals, a, rid)
-            _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid | (_col(p, a) << RID_BITS), _key(p, a, ch, 1))
+            key = _key(p, a, ch, 1)
+            _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid | (_col(p, a) << RID_BITS), key)
             s.chan[ch, CH_WB_LEN] += 1
-            s.chan[ch, CH_STUCK] &= ~2
+            if s.qh[ch, _key_queue(p, s, ch, key), QU_LEN] < p.cmd_queue_size:
+                s.chan[ch, CH_STUCK] &= ~2  # (when its queue is full, it is stuck as well)
             ctl[C_PENDING_WRITES] += 1
         else:
             b.req[rid, RQ_ISSUED] = -2  # merged into the write already pending
@@ -1751,9 +1753,11 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
         b.req[head, RQ_DUP] = rid
     else:
         ht_put(s.rkeys, s.rvals, a, rid)
-        _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid | (_col(p, a) << RID_BITS), _key(p, a, ch, 0))
+        key = _key(p, a, ch, 0)
+        _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid | (_col(p, a) << RID_BITS), key)
         s.chan[ch, CH_RQ_LEN] += 1
-        s.chan[ch, CH_STUCK] &= ~1
+        if s.qh[ch, _key_queue(p, s, ch, key), QU_LEN] < p.cmd_queue_size:
+            s.chan[ch, CH_STUCK] &= ~1  # (when its queue is full, it is stuck as well)
     return True
 
 
@@ -1783,7 +1787,9 @@ def _offer(p, s, b, nt, ctl, c):
             if not _try_add(p, s, b, nt, ctl, rid, ch, c + 1):
                 b.inj[k, IJ_BLOCKED] = 1
                 break
-            if s.chan[ch, CH_WAKE] > c + 1:
+            # the controller sees it at c + 1; only a transaction that can move there
+            # changes anything (else the channel's next event stands)
+            if s.chan[ch, CH_WAKE] > c + 1 and _may_move(p, s, ch):
                 s.chan[ch, CH_WAKE] = c + 1
             b.inj[k, IJ_NEXT] = rid + 1
             offered += 1
