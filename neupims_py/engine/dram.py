@@ -1048,8 +1048,10 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, qh, ch, q, clk, close
     """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
     A miss behind the first item is always held (ArbitratePrecharge: an earlier command to
-    its bank), so only hits are searched past the first item, and only when their timing
-    is met: a queue waiting on timing costs O(1)."""
+    its bank), so past the first item only hits matter: the bound left when nothing is
+    ready is the least cycle of the commands the queue can use (PRE only when the first
+    item's precharge is not held, RD / WR only with read / write hits), so the channel
+    is not woken for the cycle of a command nothing waits for."""
     key0 = queue[ch, q, base + 1]
     gb = key0 >> KEY_BANK_SHIFT
     orow = bank[gb, BK_OPEN_ROW]
@@ -1066,21 +1068,26 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, qh, ch, q, clk, close
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
-    # a precharge only ever serves the first item: when that is a hit, PRE's cycle bears
-    # on nothing until the hit has issued (a change, which resets the bound)
+    # the hits on the open row: only their kinds' cycles (and PRE's) bear on the queue
+    has_rd = False
+    has_wr = False
+    for j in range(n):
+        key = queue[ch, q, base + 2 * j + 1]
+        if (key >> 1) & KEY_ROW_MASK == orow:
+            if key & 1:
+                has_wr = True
+            else:
+                has_rd = True
+    # a precharge only ever serves the first item, when it is a miss and no hit on the open
+    # row comes first (row-hit cap); until a change (an issue at the bank, a new item:
+    # both reset the bound), PRE's cycle bears on nothing else
     miss0 = (key0 >> 1) & KEY_ROW_MASK != orow
-    t_pre = _ready_at(bank, tnext, floor, PRE, gb) if miss0 else INF
-    if miss0 and clk >= t_pre:
-        # the first item's precharge, unless hits on the open row come first (row-hit cap)
-        hits = False
-        for j in range(n):
-            if (queue[ch, q, base + 2 * j + 1] >> 1) & KEY_ROW_MASK == orow:
-                hits = True
-                break
-        if not hits or bank[gb, BK_HITS] >= row_hit_cap:
-            return PRE, 0
-    t_rd = _ready_at(bank, tnext, floor, rd, gb)
-    t_wr = _ready_at(bank, tnext, floor, wr, gb)
+    pre_ok = miss0 and (not (has_rd or has_wr) or bank[gb, BK_HITS] >= row_hit_cap)
+    t_pre = _ready_at(bank, tnext, floor, PRE, gb) if pre_ok else INF
+    if clk >= t_pre:
+        return PRE, 0
+    t_rd = _ready_at(bank, tnext, floor, rd, gb) if has_rd else INF
+    t_wr = _ready_at(bank, tnext, floor, wr, gb) if has_wr else INF
     rd_ok = clk >= t_rd
     wr_ok = clk >= t_wr
     if rd_ok or wr_ok:
@@ -1093,14 +1100,12 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, qh, ch, q, clk, close
                     return wr, k
             elif rd_ok:
                 return rd, k
-    # nothing ready: the least of the three cycles still to come bounds every item's
-    lb = INF
-    if not rd_ok:
+    # nothing ready: the least of the cycles still to come (INF: none) bounds every item's
+    lb = t_pre
+    if not rd_ok and t_rd < lb:
         lb = t_rd
     if not wr_ok and t_wr < lb:
         lb = t_wr
-    if clk < t_pre and t_pre < lb:
-        lb = t_pre
     qh[ch, q, QU_LB] = lb
     return -1, -1
 
