@@ -932,7 +932,8 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         _window_take(s.qh[ch, q], QU_HEAD, s.queue[ch, q], QU_ITEMS, k, n)
         s.qh[ch, q, QU_LEN] = n - 1
         s.chan[ch, CH_CQ_TOTAL] -= 1
-        s.chan[ch, CH_STUCK] = 0
+        if n >= p.cmd_queue_size:
+            s.chan[ch, CH_STUCK] = 0  # only a full command queue holds transactions back
         if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QMASK] &= ~(1 << q)
     if rid >= 0:
@@ -1619,8 +1620,8 @@ def _may_move(p, s, ch):
 def _wake_after_change(p, s, b, ch, c):
     """The next cycle to tick a channel whose state changed at cycle c: c + 1 if anything
     may happen then, else the earliest cycle a command can become ready (the command queues
-    whose bound the change reset are searched now, as at c + 1). Refresh, PIM streams and
-    channels without the queue bitmasks simply come back at c + 1."""
+    whose bound the change reset or has come are searched now, as at c + 1). Refresh, PIM
+    streams and channels without the queue bitmasks simply come back at c + 1."""
     nxt = c + 1
     if (
         s.chan[ch, CH_REFQ_LEN] > 0
@@ -1631,24 +1632,26 @@ def _wake_after_change(p, s, b, ch, c):
     ):
         return nxt
     live = s.chan[ch, CH_QMASK]
-    m = live & s.chan[ch, CH_QDIRTY]
+    dirty = s.chan[ch, CH_QDIRTY]
+    t = s.chan[ch, CH_NEXT_REF]
+    m = live
     while m != 0:
         q = ctz(m)
         m &= m - 1
         if s.qh[ch, q, QU_LB] <= nxt:
+            # a bound the change reset, or one that has come (a scan that issued stopped
+            # before this queue, or the issue holds it back now): search the queue as at nxt
             need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, s.qh, ch, q, nxt, p.close_page,
                                             p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
             if need >= 0:
                 return nxt
-        s.chan[ch, CH_QDIRTY] &= ~(1 << q)
-        if s.qh[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
-            s.chan[ch, CH_MINLB] = s.qh[ch, q, QU_LB]
-    t = s.chan[ch, CH_NEXT_REF]
-    while live != 0:
-        q = ctz(live)
-        live &= live - 1
-        if s.qh[ch, q, QU_LB] < t:
-            t = s.qh[ch, q, QU_LB]
+        lb = s.qh[ch, q, QU_LB]
+        if (dirty >> q) & 1:
+            s.chan[ch, CH_QDIRTY] &= ~(1 << q)
+            if lb < s.chan[ch, CH_MINLB]:
+                s.chan[ch, CH_MINLB] = lb
+        if lb < t:
+            t = lb
     return t if t > nxt else nxt
 
 
