@@ -1069,26 +1069,19 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, qh, ch, q, clk, close
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
-    # the hits on the open row: only their kinds' cycles (and PRE's) bear on the queue
-    has_rd = False
-    has_wr = False
-    for j in range(n):
-        key = queue[ch, q, base + 2 * j + 1]
-        if (key >> 1) & KEY_ROW_MASK == orow:
-            if key & 1:
-                has_wr = True
-            else:
-                has_rd = True
-    # a precharge only ever serves the first item, when it is a miss and no hit on the open
-    # row comes first (row-hit cap); until a change (an issue at the bank, a new item:
-    # both reset the bound), PRE's cycle bears on nothing else
     miss0 = (key0 >> 1) & KEY_ROW_MASK != orow
-    pre_ok = miss0 and (not (has_rd or has_wr) or bank[gb, BK_HITS] >= row_hit_cap)
-    t_pre = _ready_at(bank, tnext, floor, PRE, gb) if pre_ok else INF
-    if clk >= t_pre:
-        return PRE, 0
-    t_rd = _ready_at(bank, tnext, floor, rd, gb) if has_rd else INF
-    t_wr = _ready_at(bank, tnext, floor, wr, gb) if has_wr else INF
+    t_pre = _ready_at(bank, tnext, floor, PRE, gb) if miss0 else INF
+    if miss0 and clk >= t_pre:
+        # the first item's precharge, unless hits on the open row come first (row-hit cap)
+        hits = False
+        for j in range(n):
+            if (queue[ch, q, base + 2 * j + 1] >> 1) & KEY_ROW_MASK == orow:
+                hits = True
+                break
+        if not hits or bank[gb, BK_HITS] >= row_hit_cap:
+            return PRE, 0
+    t_rd = _ready_at(bank, tnext, floor, rd, gb)
+    t_wr = _ready_at(bank, tnext, floor, wr, gb)
     rd_ok = clk >= t_rd
     wr_ok = clk >= t_wr
     if rd_ok or wr_ok:
@@ -1101,12 +1094,26 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, qh, ch, q, clk, close
                     return wr, k
             elif rd_ok:
                 return rd, k
-    # nothing ready: the least of the cycles still to come (INF: none) bounds every item's
-    lb = t_pre
-    if not rd_ok and t_rd < lb:
+    # nothing ready: the least cycle still to come of the commands the queue can use (RD /
+    # WR with read / write hits on the open row, PRE for a first item that misses unless
+    # such hits hold it back); until a change (an issue at the bank, a new item: both reset
+    # the bound) the others bear on nothing
+    has_rd = False
+    has_wr = False
+    for j in range(n):
+        key = queue[ch, q, base + 2 * j + 1]
+        if (key >> 1) & KEY_ROW_MASK == orow:
+            if key & 1:
+                has_wr = True
+            else:
+                has_rd = True
+    lb = INF
+    if has_rd and not rd_ok:
         lb = t_rd
-    if not wr_ok and t_wr < lb:
+    if has_wr and not wr_ok and t_wr < lb:
         lb = t_wr
+    if clk < t_pre < lb and (not (has_rd or has_wr) or bank[gb, BK_HITS] >= row_hit_cap):
+        lb = t_pre
     qh[ch, q, QU_LB] = lb
     return -1, -1
 
