@@ -231,7 +231,7 @@ class IterationSimulator:
             return None
         clk = int(st.glob[eng.G_CLK])
         ch_ = st.chan
-        if ch_[:, [eng.CH_CQ_TOTAL, eng.CH_RQ_LEN, eng.CH_WB_LEN]].any() or st.qh[:, :, eng.QU_LEN].any():
+        if ch_[:, [eng.CH_CQ_TOTAL, eng.CH_RQ_LEN, eng.CH_WB_LEN]].any() or st.queue[:, :, eng.QU_LEN].any():
             return None
 
         def rel(x, floor):
@@ -267,7 +267,7 @@ class IterationSimulator:
             "wake": rel(ch_[:, eng.CH_WAKE], 0),
             "min_lb": rel(ch_[:, eng.CH_MINLB], 0),
             "refq": refq,
-            "queue_lb": rel(st.qh[:, :, eng.QU_LB], 0),
+            "queue_lb": rel(st.queue[:, :, eng.QU_LB], 0),
         }
         if parts_out is not None:
             parts_out.update(parts)

@@ -149,9 +149,8 @@ class DramParams(NamedTuple):
 # Column layouts of the packed state arrays. A few dense 2-D arrays instead of one array
 # per field: every array argument costs registers and stack traffic in each kernel.
 # The earliest issue cycle of command c at bank b is the largest of three values: the bank's
-# own tnext[b, c], its bank group's floor[bank[b, BK_FBG], c] and its rank's
-# floor[bank[b, BK_FRK], c] (``_ready_at``): a bank's (bank group's, rank's) cycles are one
-# row of TN_COLS words on two cache lines, the timed commands (the first n_timed) on the first. A rule that reaches every bank of a bank group
+# own tnext[c, b], its bank group's floor[c, bank[b, BK_FBG]] and its rank's
+# floor[c, bank[b, BK_FRK]] (``_ready_at``). A rule that reaches every bank of a bank group
 # or a rank raises one floor instead of each bank (``rule_plans``).
 BK_OPEN_ROW = 0  # bank[b, BK_OPEN_ROW]: the open row, -1 if none
 BK_HITS = 1  # column commands since the row opened
@@ -160,8 +159,6 @@ BK_RANK, BK_BG, BK_BA = 3, 4, 5  # the bank's place (fixed):
 # rank in its channel, bank group, bank; kept so the hot path needs no integer division
 BK_FBG, BK_FRK = 6, 7  # the bank's columns of `floor`: its bank group's, its rank's (fixed)
 BK_COLS = 8
-TN_COLS = 16  # columns of tnext and floor: NUM_CMDS, padded to two cache lines
-assert NUM_CMDS <= TN_COLS
 
 RK_OPEN, RK_SINCE, RK_FAW_HEAD, RK_FAW_N, RK_PIM_OPEN = 0, 1, 2, 3, 4
 RK_FAW = 5  # four slots: cycles of the last four ACTs (ring)
@@ -190,13 +187,9 @@ RK_COLS = RK_FAW + 4
 ) = range(18)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 
-QU_LEN, QU_LB, QU_HEAD = 0, 1, 2  # qh[ch, q, :]: length, ready bound, head offset of
-# command queue q, a compact header (the scans read the bounds of many queues: a few cache
-# lines, not one per queue; the fourth column pads a header to 32 bytes)
-QH_COLS = 4
-QU_ITEMS = 0  # queue[ch, q, :]: room for twice the queue's capacity of items (a window
-# that slides on as the front is served, compacted when it reaches the end: taking the
-# first item moves nothing).
+QU_LEN, QU_LB, QU_HEAD, QU_ITEMS = 0, 1, 2, 3  # queue[ch, q, :]: length, ready bound, head
+# offset, then room for twice the queue's capacity of items (a window that slides on as the
+# front is served, compacted when it reaches the end: taking the first item moves nothing).
 # Item k of a command queue is the pair queue[ch, q, QU_ITEMS + 2 (head + k)] = request id
 # | column << RID_BITS and the next word = its key: (global bank << KEY_BANK_SHIFT) |
 # (row << 1) | is_write, so the FR-FCFS search reads one short contiguous row instead of a
@@ -233,12 +226,11 @@ RID_MASK = (1 << RID_BITS) - 1
 class DramState(NamedTuple):
     """Controller and bank state of every channel; survives between calls.
 
-    bank[global bank, BK_*]: per-bank row-buffer state; tnext[global bank, cmd] and
-    floor[bank group | rank, cmd] the earliest issue cycle of each command (``_ready_at``).
+    bank[global bank, BK_*]: per-bank row-buffer state; tnext[cmd, global bank] and
+    floor[cmd, bank group | rank] the earliest issue cycle of each command (``_ready_at``).
     rank[ch * ranks + rank, RK_*]: open banks, activity, the tFAW window, PIM rows.
     chan[ch, CH_*]: queue lengths, drain and refresh state, the next wake-up cycle.
-    queue[ch, q, :]: the command queues' items (one queue per bank, or per rank);
-    qh[ch, q, QU_*]: their lengths, ready bounds and head offsets.
+    queue[ch, q, QU_*]: the command queues (one per bank, or per rank).
     tq[ch, 0 | 1, :]: the read transaction queue and the posted-write buffer: the head
     offset, then slot i at TQ_ITEMS + 2 (head + i) + (0 | 1), the pair its command queue item
     will be (request id | column << RID_BITS, key), in a window that slides as the command
@@ -248,11 +240,10 @@ class DramState(NamedTuple):
     glob: np.ndarray  # [G_CLK] next cycle to simulate, [G_FLUSH] drain every buffered write
     bank: np.ndarray
     tnext: np.ndarray
-    floor: np.ndarray  # [global bank group, cmd], then [bank groups + global rank, cmd]
+    floor: np.ndarray  # [cmd, global bank group], then [cmd, bank groups + global rank]
     rank: np.ndarray
     chan: np.ndarray
     queue: np.ndarray
-    qh: np.ndarray
     tq: np.ndarray
     rkeys: np.ndarray  # pending reads: address -> first request id
     rvals: np.ndarray
@@ -270,9 +261,9 @@ class DramState(NamedTuple):
 
     @property
     def bank_next(self):
-        f = self.floor[self.bank[:, BK_FBG], :NUM_CMDS]
-        r = self.floor[self.bank[:, BK_FRK], :NUM_CMDS]
-        return np.maximum(np.maximum(self.tnext[:, :NUM_CMDS], f), r)
+        f = self.floor[:, self.bank[:, BK_FBG]]
+        r = self.floor[:, self.bank[:, BK_FRK]]
+        return np.maximum(np.maximum(self.tnext, f), r).T
 
     @property
     def open_row(self):
@@ -416,12 +407,11 @@ def new_state(p: DramParams) -> DramState:
     return DramState(
         glob=np.zeros(2, np.int64),
         bank=bank,
-        tnext=_line_aligned_zeros(nb, TN_COLS),
-        floor=_line_aligned_zeros(n_groups + nch * nr, TN_COLS),
+        tnext=np.zeros((NUM_CMDS, nb), np.int64),
+        floor=np.zeros((NUM_CMDS, n_groups + nch * nr), np.int64),
         rank=np.zeros((nch * nr, RK_COLS), np.int64),
         chan=chan,
         queue=np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64),
-        qh=np.zeros((nch, nq, QH_COLS), np.int64),
         tq=np.zeros((nch, 2, TQ_ITEMS + 4 * max(p.trans_queue_size, p.write_buffer_size)), np.int64),
         rkeys=rkeys,
         rvals=rvals,
@@ -508,13 +498,6 @@ def _count_groups(group, counts):
     for j in range(group.shape[0]):
         if group[j] >= 0:
             counts[group[j]] += 1
-
-
-def _line_aligned_zeros(n: int, cols: int) -> np.ndarray:
-    """A zeroed [n, cols] int64 array that starts on a 64-byte line."""
-    buf = np.zeros(n * cols + 8, np.int64)
-    skip = (-buf.ctypes.data % 64) // 8
-    return buf[skip : skip + n * cols].reshape(n, cols)
 
 
 def _line_aligned_table(n: int) -> np.ndarray:
@@ -664,18 +647,18 @@ def new_ctl(start: int, max_inject: int, log_on: bool) -> np.ndarray:
 
 
 @kernel(inline="always")
-def _window_take(hrow, head_col, row, items_col, k, n):
+def _window_take(row, head_col, items_col, k, n):
     """Take item k (of n) out of a window of pairs row[items_col + 2 * (head + i) + 0|1]
-    whose head offset is hrow[head_col]: the shorter side moves one place (the items before
+    whose head offset is row[head_col]: the shorter side moves one place (the items before
     k move back and the window starts one later, or the items after k move forward)."""
-    h = hrow[head_col]
+    h = row[head_col]
     base = items_col + 2 * h
     if n == 1:
-        hrow[head_col] = 0
+        row[head_col] = 0
     elif 2 * k < n:
         for j in range(base + 2 * k - 1, base - 1, -1):
             row[j + 2] = row[j]
-        hrow[head_col] = h + 1
+        row[head_col] = h + 1
     else:
         for j in range(base + 2 * k, base + 2 * n - 2):
             row[j] = row[j + 2]
@@ -697,11 +680,11 @@ def _faw_ready(p, s, rk):
 @kernel(inline="always")
 def _ready_at(bank, tnext, floor, cmd, gb):
     """Earliest issue cycle of `cmd` at bank gb: its own, its bank group's, its rank's."""
-    t = tnext[gb, cmd]
-    f = floor[bank[gb, BK_FBG], cmd]
+    t = tnext[cmd, gb]
+    f = floor[cmd, bank[gb, BK_FBG]]
     if f > t:
         t = f
-    f = floor[bank[gb, BK_FRK], cmd]
+    f = floor[cmd, bank[gb, BK_FRK]]
     if f > t:
         t = f
     return t
@@ -709,8 +692,8 @@ def _ready_at(bank, tnext, floor, cmd, gb):
 
 @kernel(inline="always")
 def _raise(a, n, i, t):
-    if t > a[i, n]:
-        a[i, n] = t
+    if t > a[n, i]:
+        a[n, i] = t
 
 
 @kernel(inline="always")
@@ -835,7 +818,7 @@ def _reset_all_bounds(s, ch):
     closed)."""
     nq = s.queue.shape[1]
     for qq in range(nq):
-        s.qh[ch, qq, QU_LB] = 0
+        s.queue[ch, qq, QU_LB] = 0
     if nq <= MASK_QUEUES:
         s.chan[ch, CH_QDIRTY] = (1 << nq) - 1
 
@@ -924,26 +907,25 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         _reset_all_bounds(s, ch)
     else:
         qb = gb - ch * banks_in_channel if p.per_bank_queues else rank
-        s.qh[ch, qb, QU_LB] = 0
+        s.queue[ch, qb, QU_LB] = 0
         if s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QDIRTY] |= 1 << qb
     if _is_rw(cmd):
-        n = s.qh[ch, q, QU_LEN]
-        _window_take(s.qh[ch, q], QU_HEAD, s.queue[ch, q], QU_ITEMS, k, n)
-        s.qh[ch, q, QU_LEN] = n - 1
+        n = s.queue[ch, q, QU_LEN]
+        _window_take(s.queue[ch, q], QU_HEAD, QU_ITEMS, k, n)
+        s.queue[ch, q, QU_LEN] = n - 1
         s.chan[ch, CH_CQ_TOTAL] -= 1
-        if n >= p.cmd_queue_size:
-            s.chan[ch, CH_STUCK] = 0  # only a full command queue holds transactions back
+        s.chan[ch, CH_STUCK] = 0
         if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QMASK] &= ~(1 << q)
     if rid >= 0:
         # the queue's item at k (the next one after a column command, else the one whose
         # row this ACT / PRE serves) is likely the next to issue there: with deep queues its
         # request row has long left the cache, so start loading it now
-        n = s.qh[ch, q, QU_LEN]
+        n = s.queue[ch, q, QU_LEN]
         if n > 0:
             j = k if k < n else n - 1
-            prefetch_row(b.req, s.queue[ch, q, QU_ITEMS + 2 * (s.qh[ch, q, QU_HEAD] + j)] & RID_MASK)
+            prefetch_row(b.req, s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + j)] & RID_MASK)
 
 
 @kernel
@@ -953,7 +935,7 @@ def _issue_call(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
 
 
 @kernel(inline="always")
-def _first_ready_in_queue(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
     When nothing is ready it records in q_lb a cycle before which no command of the queue
@@ -964,10 +946,10 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, qh, ch, q, clk, close
     keys (bank, row, read or write) and columns, never by their request rows. Items of one queue share channel and rank, so
     equal (bank group, bank) there means the same global bank.
     """
-    n = qh[ch, q, QU_LEN]
-    base = QU_ITEMS + 2 * qh[ch, q, QU_HEAD]
+    n = queue[ch, q, QU_LEN]
+    base = QU_ITEMS + 2 * queue[ch, q, QU_HEAD]
     if per_bank:
-        return _first_ready_one_bank(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw,
+        return _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw,
                                      row_hit_cap, n, base)
     lb = INF
     for k in range(n):
@@ -1017,7 +999,7 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, qh, ch, q, clk, close
             if _rw_dependency(queue, ch, q, base, k, key):
                 continue
         return need, k
-    qh[ch, q, QU_LB] = lb
+    queue[ch, q, QU_LB] = lb
     return -1, -1
 
 
@@ -1045,30 +1027,30 @@ def _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb):
 
 
 @kernel(inline="always")
-def _first_ready_one_bank(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
+def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
     """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
     A miss behind the first item is always held (ArbitratePrecharge: an earlier command to
-    its bank), so past the first item only hits matter: the bound left when nothing is
-    ready is the least cycle of the commands the queue can use (PRE only when the first
-    item's precharge is not held, RD / WR only with read / write hits), so the channel
-    is not woken for the cycle of a command nothing waits for."""
+    its bank), so only hits are searched past the first item, and only when their timing
+    is met: a queue waiting on timing costs O(1)."""
     key0 = queue[ch, q, base + 1]
     gb = key0 >> KEY_BANK_SHIFT
     orow = bank[gb, BK_OPEN_ROW]
     if orow < 0:
         bt = _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb)
         if clk < bt:
-            qh[ch, q, QU_LB] = bt
+            queue[ch, q, QU_LB] = bt
             return -1, -1
         prow = bank[gb, BK_PIM_ROW]
         for k in range(n):
             if (queue[ch, q, base + 2 * k + 1] >> 1) & KEY_ROW_MASK != prow:
                 return ACT, k
-        qh[ch, q, QU_LB] = INF  # rows open in the PIM buffer: wait for PIM_PRECHARGE
+        queue[ch, q, QU_LB] = INF  # rows open in the PIM buffer: wait for PIM_PRECHARGE
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
+    # a precharge only ever serves the first item: when that is a hit, PRE's cycle bears
+    # on nothing until the hit has issued (a change, which resets the bound)
     miss0 = (key0 >> 1) & KEY_ROW_MASK != orow
     t_pre = _ready_at(bank, tnext, floor, PRE, gb) if miss0 else INF
     if miss0 and clk >= t_pre:
@@ -1094,34 +1076,22 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, qh, ch, q, clk, close
                     return wr, k
             elif rd_ok:
                 return rd, k
-    # nothing ready: the least cycle still to come of the commands the queue can use (RD /
-    # WR with read / write hits on the open row, PRE for a first item that misses unless
-    # such hits hold it back); until a change (an issue at the bank, a new item: both reset
-    # the bound) the others bear on nothing
-    has_rd = False
-    has_wr = False
-    for j in range(n):
-        key = queue[ch, q, base + 2 * j + 1]
-        if (key >> 1) & KEY_ROW_MASK == orow:
-            if key & 1:
-                has_wr = True
-            else:
-                has_rd = True
+    # nothing ready: the least of the three cycles still to come bounds every item's
     lb = INF
-    if has_rd and not rd_ok:
+    if not rd_ok:
         lb = t_rd
-    if has_wr and not wr_ok and t_wr < lb:
+    if not wr_ok and t_wr < lb:
         lb = t_wr
-    if clk < t_pre < lb and (not (has_rd or has_wr) or bank[gb, BK_HITS] >= row_hit_cap):
+    if clk < t_pre and t_pre < lb:
         lb = t_pre
-    qh[ch, q, QU_LB] = lb
+    queue[ch, q, QU_LB] = lb
     return -1, -1
 
 
 @kernel
-def _first_ready_call(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_call(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """_first_ready_in_queue as a call, for the rare channels with over MASK_QUEUES queues."""
-    return _first_ready_in_queue(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+    return _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
 
 
 @kernel(inline="always")
@@ -1134,7 +1104,7 @@ def _queue_in_ref(p, s, ch, q):
 
 
 @kernel(inline="always")
-def _scan_queues(bank, tnext, floor, rank, chan, queue, qh, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
+def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
     """DRAMsim3 GetCommandToIssue: round-robin over the command queues; (cmd, queue, pos).
 
     per_rank_q: command queues per rank (the queues a refresh of that rank skips).
@@ -1150,11 +1120,11 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, qh, ch, clk, close_page,
             q += 1
             if q == nq:
                 q = 0
-            if qh[ch, q, QU_LEN] == 0 or qh[ch, q, QU_LB] > clk:
+            if queue[ch, q, QU_LEN] == 0 or queue[ch, q, QU_LB] > clk:
                 continue
             if in_ref != 0 and q // per_rank_q == ref_rank:
                 continue
-            need, k = _first_ready_call(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_call(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 return need, q, k
@@ -1176,12 +1146,12 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, qh, ch, clk, close_page,
         while m != 0:
             q = ctz(m)
             m &= m - 1
-            lbq = qh[ch, q, QU_LB]
+            lbq = queue[ch, q, QU_LB]
             if lbq > clk:
                 if lbq < least:
                     least = lbq
                 continue
-            need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, qh, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 if full:
@@ -1193,14 +1163,14 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, qh, ch, clk, close_page,
                     while rest != 0:
                         q2 = ctz(rest)
                         rest &= rest - 1
-                        if qh[ch, q2, QU_LB] < least:
-                            least = qh[ch, q2, QU_LB]
+                        if queue[ch, q2, QU_LB] < least:
+                            least = queue[ch, q2, QU_LB]
                     chan[ch, CH_MINLB] = least
                 elif least < chan[ch, CH_MINLB]:
                     chan[ch, CH_MINLB] = least  # the queues cleaned on the way
                 return need, q, k
             chan[ch, CH_QDIRTY] &= ~(1 << q)
-            lbq = qh[ch, q, QU_LB]
+            lbq = queue[ch, q, QU_LB]
             if lbq < least:
                 least = lbq
     if full:
@@ -1213,7 +1183,7 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, qh, ch, clk, close_page,
 @kernel(inline="always")
 def _command_to_issue(p, s, b, ch, clk):
     per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
-    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, s.qh, ch, clk, p.close_page, p.ranks,
+    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, ch, clk, p.close_page, p.ranks,
                         p.tFAW, p.row_hit_cap, per_rank_q, p.per_bank_queues)
 
 
@@ -1266,32 +1236,32 @@ def _move_one(p, s, b, ch, writes):
     for i in range(n):
         key = s.tq[ch, writes, base + 2 * i + 1]
         q = _key_queue(p, s, ch, key)
-        if s.qh[ch, q, QU_LEN] >= p.cmd_queue_size:
+        if s.queue[ch, q, QU_LEN] >= p.cmd_queue_size:
             continue
         w = s.tq[ch, writes, base + 2 * i]
         if writes:
             if ht_get(s.rkeys, s.rvals, b.req[w & RID_MASK, RQ_ADDR]) >= 0:
                 return MOVED_STOPPED
             s.chan[ch, CH_DRAINING] -= 1
-        _window_take(s.tq[ch, writes], TQ_HEAD, s.tq[ch, writes], TQ_ITEMS, i, n)
+        _window_take(s.tq[ch, writes], TQ_HEAD, TQ_ITEMS, i, n)
         if writes:
             s.chan[ch, CH_WB_LEN] = n - 1
         else:
             s.chan[ch, CH_RQ_LEN] = n - 1
-        h = s.qh[ch, q, QU_HEAD]
-        nq_len = s.qh[ch, q, QU_LEN]
+        h = s.queue[ch, q, QU_HEAD]
+        nq_len = s.queue[ch, q, QU_LEN]
         if 2 * (h + nq_len) + QU_ITEMS >= s.queue.shape[2]:
             # the window reached the end: move the items to the front
             for j in range(2 * nq_len):
                 s.queue[ch, q, QU_ITEMS + j] = s.queue[ch, q, QU_ITEMS + 2 * h + j]
             h = 0
-            s.qh[ch, q, QU_HEAD] = 0
+            s.queue[ch, q, QU_HEAD] = 0
         at = QU_ITEMS + 2 * (h + nq_len)
         s.queue[ch, q, at] = w
         s.queue[ch, q, at + 1] = key
-        s.qh[ch, q, QU_LEN] += 1
+        s.queue[ch, q, QU_LEN] += 1
         s.chan[ch, CH_CQ_TOTAL] += 1
-        s.qh[ch, q, QU_LB] = 0
+        s.queue[ch, q, QU_LB] = 0
         if s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QMASK] |= 1 << q
             s.chan[ch, CH_QDIRTY] |= 1 << q
@@ -1343,8 +1313,8 @@ def _hold_pim_units(p, s, ch, rank, until):
     """COMPS_READRES keeps the rank's PIM units busy until `until`."""
     col = p.channels * p.ranks * p.bankgroups + ch * p.ranks + rank  # the rank's floor
     for c in (COMP, READRES, COMPS_READRES, PIM_PRECHARGE):
-        if s.floor[col, c] < until:
-            s.floor[col, c] = until
+        if s.floor[c, col] < until:
+            s.floor[c, col] = until
 
 
 @kernel(inline="always")
@@ -1534,7 +1504,7 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
 @kernel(inline="always")
 def _queue_item(s, ch, q, k):
     """Item k of command queue q: request id, global bank, row, column."""
-    at = QU_ITEMS + 2 * (s.qh[ch, q, QU_HEAD] + k)
+    at = QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k)
     w = s.queue[ch, q, at]
     key = s.queue[ch, q, at + 1]
     return w & RID_MASK, key >> KEY_BANK_SHIFT, (key >> 1) & KEY_ROW_MASK, w >> RID_BITS
@@ -1595,7 +1565,7 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
             if cmd < 0 or _is_rw(cmd) == first_rw:
                 if cmd >= 0:
                     # found, not issued: its queue must be searched again (see _scan_queues)
-                    s.qh[ch, q, QU_LB] = 0
+                    s.queue[ch, q, QU_LB] = 0
                     if s.queue.shape[1] <= MASK_QUEUES:
                         s.chan[ch, CH_QDIRTY] |= 1 << q
                 break
@@ -1627,8 +1597,8 @@ def _may_move(p, s, ch):
 def _wake_after_change(p, s, b, ch, c):
     """The next cycle to tick a channel whose state changed at cycle c: c + 1 if anything
     may happen then, else the earliest cycle a command can become ready (the command queues
-    whose bound the change reset or has come are searched now, as at c + 1). Refresh, PIM
-    streams and channels without the queue bitmasks simply come back at c + 1."""
+    whose bound the change reset are searched now, as at c + 1). Refresh, PIM streams and
+    channels without the queue bitmasks simply come back at c + 1."""
     nxt = c + 1
     if (
         s.chan[ch, CH_REFQ_LEN] > 0
@@ -1639,26 +1609,24 @@ def _wake_after_change(p, s, b, ch, c):
     ):
         return nxt
     live = s.chan[ch, CH_QMASK]
-    dirty = s.chan[ch, CH_QDIRTY]
-    t = s.chan[ch, CH_NEXT_REF]
-    m = live
+    m = live & s.chan[ch, CH_QDIRTY]
     while m != 0:
         q = ctz(m)
         m &= m - 1
-        if s.qh[ch, q, QU_LB] <= nxt:
-            # a bound the change reset, or one that has come (a scan that issued stopped
-            # before this queue, or the issue holds it back now): search the queue as at nxt
-            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, s.qh, ch, q, nxt, p.close_page,
+        if s.queue[ch, q, QU_LB] <= nxt:
+            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, nxt, p.close_page,
                                             p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
             if need >= 0:
                 return nxt
-        lb = s.qh[ch, q, QU_LB]
-        if (dirty >> q) & 1:
-            s.chan[ch, CH_QDIRTY] &= ~(1 << q)
-            if lb < s.chan[ch, CH_MINLB]:
-                s.chan[ch, CH_MINLB] = lb
-        if lb < t:
-            t = lb
+        s.chan[ch, CH_QDIRTY] &= ~(1 << q)
+        if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
+            s.chan[ch, CH_MINLB] = s.queue[ch, q, QU_LB]
+    t = s.chan[ch, CH_NEXT_REF]
+    while live != 0:
+        q = ctz(live)
+        live &= live - 1
+        if s.queue[ch, q, QU_LB] < t:
+            t = s.queue[ch, q, QU_LB]
     return t if t > nxt else nxt
 
 
@@ -1681,9 +1649,9 @@ def _next_event(p, s, b, pb, ch, clk):
     if nq > MASK_QUEUES:
         for q in range(nq):
             # every non-empty queue outside a refresh was scanned this cycle and set q_lb
-            if s.qh[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
+            if s.queue[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
                 continue
-            bt = s.qh[ch, q, QU_LB]
+            bt = s.queue[ch, q, QU_LB]
             if clk < bt < t:
                 t = bt
         return t
@@ -1693,7 +1661,7 @@ def _next_event(p, s, b, pb, ch, clk):
         m &= m - 1
         if _queue_in_ref(p, s, ch, q):
             continue
-        bt = s.qh[ch, q, QU_LB]
+        bt = s.queue[ch, q, QU_LB]
         if clk < bt < t:
             t = bt
     return t
@@ -1737,11 +1705,9 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
         b.req[rid, RQ_ADDED] = at
         if ht_get(s.wkeys, s.wvals, a) < 0:
             ht_put(s.wkeys, s.wvals, a, rid)
-            key = _key(p, a, ch, 1)
-            _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid | (_col(p, a) << RID_BITS), key)
+            _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid | (_col(p, a) << RID_BITS), _key(p, a, ch, 1))
             s.chan[ch, CH_WB_LEN] += 1
-            if s.qh[ch, _key_queue(p, s, ch, key), QU_LEN] < p.cmd_queue_size:
-                s.chan[ch, CH_STUCK] &= ~2  # (when its queue is full, it is stuck as well)
+            s.chan[ch, CH_STUCK] &= ~2
             ctl[C_PENDING_WRITES] += 1
         else:
             b.req[rid, RQ_ISSUED] = -2  # merged into the write already pending
@@ -1768,11 +1734,9 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
         b.req[head, RQ_DUP] = rid
     else:
         ht_put(s.rkeys, s.rvals, a, rid)
-        key = _key(p, a, ch, 0)
-        _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid | (_col(p, a) << RID_BITS), key)
+        _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid | (_col(p, a) << RID_BITS), _key(p, a, ch, 0))
         s.chan[ch, CH_RQ_LEN] += 1
-        if s.qh[ch, _key_queue(p, s, ch, key), QU_LEN] < p.cmd_queue_size:
-            s.chan[ch, CH_STUCK] &= ~1  # (when its queue is full, it is stuck as well)
+        s.chan[ch, CH_STUCK] &= ~1
     return True
 
 
@@ -1802,9 +1766,7 @@ def _offer(p, s, b, nt, ctl, c):
             if not _try_add(p, s, b, nt, ctl, rid, ch, c + 1):
                 b.inj[k, IJ_BLOCKED] = 1
                 break
-            # the controller sees it at c + 1; only a transaction that can move there
-            # changes anything (else the channel's next event stands)
-            if s.chan[ch, CH_WAKE] > c + 1 and _may_move(p, s, ch):
+            if s.chan[ch, CH_WAKE] > c + 1:
                 s.chan[ch, CH_WAKE] = c + 1
             b.inj[k, IJ_NEXT] = rid + 1
             offered += 1
