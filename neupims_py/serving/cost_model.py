@@ -287,6 +287,13 @@ def _replay(steps: list[_Step], tile_ends) -> list[float]:
     return ends
 
 
+def _as_one(t: float, pieces: list[ChannelWork]) -> ChannelWork:
+    """`pieces` of one channel as one piece that takes `t` cycles (measured together), drained
+    no sooner than the pieces drain one after another; busy cycles and counters summed."""
+    drained = max(t, _channel_time(pieces, drained=True))
+    return ChannelWork(t, t, drained, drained, sum(w.pim_busy for w in pieces), sum(w.stats for w in pieces))
+
+
 def _works(writes) -> list[ChannelWork]:
     """The work of (tokens, work) pairs."""
     return [w for _, w in writes]
@@ -388,10 +395,7 @@ class ReuseCost(CostModel):
         for c, d in dec.items():
             if not d:
                 continue
-            t = self.parts.decode_writes(len(d), C)
-            drained = max(t, _channel_time(d, drained=True))
-            one = ChannelWork(t, t, drained, drained,
-                              sum(w.pim_busy for w in d), sum(w.stats for w in d))
+            one = _as_one(self.parts.decode_writes(len(d), C), d)
             out[c] = [(1, one)] + [(q, w) for q, w in out[c] if q != 1]
         return out
 
@@ -413,8 +417,7 @@ class ReuseCost(CostModel):
                 continue
             t = (_channel_time([self.parts.pim(k) for k in kvs[c]])
                  + self.parts.decode_writes_beside_pim(len(d), float(np.mean(kvs[c]))))
-            drained = max(t, _channel_time(d, drained=True))
-            out[c] = [ChannelWork(t, t, drained, drained, sum(w.pim_busy for w in d), sum(w.stats for w in d))]
+            out[c] = [_as_one(t, d)]
         return out
 
     def _pims(self, entries):
