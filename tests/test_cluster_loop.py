@@ -87,33 +87,37 @@ def test_two_stage_pipeline_iteration_time_by_hand(tmp_path, micro_batches):
     if micro_batches == 1:
         text = text.replace("      micro_batches: 1\n", "")
     cr, cfg, _ = run_cluster(tmp_path, text, rows, model=TINY)
-    stage = _stage_cost(TINY, 2)
+    stages = [_stage_cost(TINY, 2) for _ in range(2)]  # one cost model (engine) per stage
     lat = 1000
     # min-load channels: 0, 1, 2; prefill then one decode step each
     iters = [[BatchEntry(0, 8, 0, 0), BatchEntry(1, 5, 0, 1), BatchEntry(2, 12, 0, 2)],
              [BatchEntry(0, 1, 8, 0), BatchEntry(1, 1, 5, 1), BatchEntry(2, 1, 12, 2)]]
     t = 0
     link_free = 0
-    ends, busy = [], 0
+    ends, busy0, busy1 = [], 0, 0
     for entries in iters:
         groups = [entries] if micro_batches == 1 else [entries[:2], entries[2:]]
         s0 = s1 = t
         for g in groups:
-            c = stage.iteration_cycles(g).cycles
-            busy += 2 * c
-            s0 += c  # stage 0 runs the micro-batches back to back
+            # each stage costs the micro-batch at the cycle it starts it (refresh schedule)
+            c0 = stages[0].iteration_cycles(g, start=s0).cycles
+            s0 += c0  # stage 0 runs the micro-batches back to back
             occ = sum(e.q_len for e in g) * TINY.d_model * 2 // 64
             send = max(s0, link_free)
             link_free = send + occ
-            s1 = max(s1, send + occ + lat) + c
+            start1 = max(s1, send + occ + lat)
+            c1 = stages[1].iteration_cycles(g, start=start1).cycles
+            s1 = start1 + c1
+            busy0 += c0
+            busy1 += c1
         t = s1
         ends.append(t)
     r0, r1, r2 = cr.requests
     assert [r.token_cycles for r in cr.requests] == [ends] * 3
     assert cr.end_cycle == ends[-1]
     s = summarize_cluster(cr, CLOCK, cfg=cfg, meta={})
-    assert s["pools"]["p"]["pipeline_bubble"] == pytest.approx(1 - busy / (2 * ends[-1]))
-    assert [d["busy_cycles"] for d in s["devices"]] == [busy / 2, busy / 2]
+    assert s["pools"]["p"]["pipeline_bubble"] == pytest.approx(1 - (busy0 + busy1) / (2 * ends[-1]))
+    assert [d["busy_cycles"] for d in s["devices"]] == [busy0, busy1]
 
 
 DISAGG = """cluster:

@@ -258,16 +258,18 @@ class Pipeline(Device):
         parts: list[tuple[IterationCost, dict]] = []
         for mb in groups:
             nbytes = sum(e.q_len for e in mb) * m.d_model * m.dtype_bytes
-            memo: dict[int, tuple] = {}
+            memo: dict[tuple[int, int], tuple] = {}
             prev_end = now
             for s in range(n):
                 c = self.costs[s]
-                if id(c) not in memo:
-                    cost = c.iteration_cycles(mb)
-                    memo[id(c)] = (cost, self.energy.iteration(cost, mb, self.pim_attention))
-                cost, energy = memo[id(c)]
                 ready = now if s == 0 else self.links[s - 1].send(prev_end, nbytes)[1]
                 start = max(ready, stage_free[s])
+                # each stage is costed at the cycle it starts at (its engine clock / refresh
+                # schedule follows the stage's own timeline, as a single device's does)
+                if (id(c), start) not in memo:
+                    cost = c.iteration_cycles(mb, start=start)
+                    memo[id(c), start] = (cost, self.energy.iteration(cost, mb, self.pim_attention))
+                cost, energy = memo[id(c), start]
                 stage_free[s] = prev_end = start + cost.cycles
                 self.stats[s].add(cost, energy)
                 parts.append((cost, energy))
