@@ -85,19 +85,22 @@ def config_hash(cfg: Any) -> str:
 # ---------------------------------------------------------------- finding and reading files
 
 
-def _locate(path: str | Path) -> Path:
-    p = Path(path)
+def locate_shipped(name_or_path: str | Path, directory: Path, what: str, names) -> Path:
+    """A YAML file by path, or a shipped one by bare name (NAME.yaml in ``directory``).
+    ``what`` ("preset", "model") and ``names()`` (the shipped names) word the error."""
+    p = Path(name_or_path)
     if p.is_file():
         return p
-    name = str(path)
+    name = str(name_or_path)
     if p.suffix == "" and "/" not in name and "\\" not in name:
-        candidate = presets_dir() / f"{name}.yaml"
+        candidate = directory / f"{name}.yaml"
         if candidate.is_file():
             return candidate
-    raise UserError(
-        "no such file, nor a preset of that name; presets: " + ", ".join(list_presets()),
-        path=name,
-    )
+    raise UserError(f"no such file, nor a {what} of that name; {what}s: " + ", ".join(names()), path=name)
+
+
+def _locate(path: str | Path) -> Path:
+    return locate_shipped(path, presets_dir(), "preset", list_presets)
 
 
 def _find_preset(name: str, file: Path) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import neupims_py
 from neupims_py.config import load_config
-from neupims_py.errors import UserError
+from neupims_py.config.loader import locate_shipped
 from neupims_py.model.config import ModelConfig
 
 
@@ -35,13 +35,4 @@ def load_model(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Model
 
 
 def _locate(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    name = str(name_or_path)
-    if path.suffix == "" and "/" not in name and "\\" not in name:
-        candidate = programs_dir() / f"{name}.yaml"
-        if candidate.is_file():
-            return candidate
-    raise UserError("no such file, nor a shipped model of that name; models: "
-                    + ", ".join(list_models()), path=name)
+    return locate_shipped(name_or_path, programs_dir(), "shipped model", list_models)
