@@ -361,6 +361,8 @@ class LoweredPhase:
         lw.batch = lw.batch._replace(req=kept, write=lw.batch.write.copy())
         self.lw = lw
         self.first_row = first_row
+        self._tasks = np.empty_like(lw.tasks)
+        self._pim = np.empty_like(lw.pim_cols) if lw.pim_cols is not None else None
 
     def batch(self, p: eng.DramParams, weight_delta: int = 0) -> eng.DramBatch:
         """A fresh copy of the request table, weight addresses moved by weight_delta."""
@@ -375,8 +377,12 @@ class LoweredPhase:
     def run(self, p: eng.DramParams, state: eng.DramState, max_inject: int,
             weight_delta: int = 0) -> PhaseResult:
         lw = self.lw
-        c = lw.pim_cols.copy() if lw.pim_cols is not None else None
-        return _execute(lw, self.batch(p, weight_delta), c, lw.tasks.copy(), p, state, max_inject)
+        # the engine only reads the tasks' and commands' columns: copies all the same, in
+        # memory held for them
+        np.copyto(self._tasks, lw.tasks)
+        if self._pim is not None:
+            np.copyto(self._pim, lw.pim_cols)
+        return _execute(lw, self.batch(p, weight_delta), self._pim, self._tasks, p, state, max_inject)
 
 
 def shift_renames(p: eng.DramParams, addr: np.ndarray, first_row: int, delta: int) -> bool:
