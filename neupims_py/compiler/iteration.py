@@ -46,7 +46,7 @@ import numpy as np
 
 from neupims_py.compiler import lowering_jit as lj
 from neupims_py.compiler.layout import AddressLayout, KvLayout, RowAllocator
-from neupims_py.compiler.program import LoweredPhase, Phase, PhaseResult, shift_renames
+from neupims_py.compiler.program import LoweredPhase, Phase, PhaseResult, PlainPagesBuffer, shift_renames
 from neupims_py.dram.lower import lower_memory
 from neupims_py.engine import dram as eng
 from neupims_py.errors import UserError
@@ -115,7 +115,7 @@ class IterationSimulator:
         self.mem = hw.memory
         self.params = lower_memory(self.mem)
         self.state = eng.new_state(self.params)
-        self.req_buffer = eng.RequestBuffer()  # the phases' request tables, one after another
+        self.req_buffer = PlainPagesBuffer()  # the phases' request tables, one after another
         self.layout = AddressLayout(self.mem)
         self.mode = hw.system.mode
         self.pim = self.mode != "npu-only"
