@@ -46,7 +46,7 @@ import numpy as np
 
 from neupims_py.compiler import lowering_jit as lj
 from neupims_py.compiler.layout import AddressLayout, KvLayout, RowAllocator
-from neupims_py.compiler.program import Phase, PhaseResult
+from neupims_py.compiler.program import LoweredPhase, Phase, PhaseResult, PlainPagesBuffer, shift_renames
 from neupims_py.dram.lower import lower_memory
 from neupims_py.engine import dram as eng
 from neupims_py.errors import UserError
@@ -115,7 +115,7 @@ class IterationSimulator:
         self.mem = hw.memory
         self.params = lower_memory(self.mem)
         self.state = eng.new_state(self.params)
-        self.req_buffer = eng.RequestBuffer()  # the phases' request tables, one after another
+        self.req_buffer = PlainPagesBuffer()  # the phases' request tables, one after another
         self.layout = AddressLayout(self.mem)
         self.mode = hw.system.mode
         self.pim = self.mode != "npu-only"
@@ -426,58 +426,98 @@ class IterationSimulator:
         second phase and sub-batch 2's post follow, lowered on layer l - 1's weights and
         labelled as the last layer's (the engine state is then the one after layer l - 1's
         first phase, which `repeats` restores)."""
+        groups = self._groups(entries)
+        for label, layer, steps in self._phase_steps(entries, layers, repeats):
+            yield label, layer, self._build(steps, groups)
+
+    def _groups(self, entries) -> dict:
+        """The requests a phase step works on: 0 the batch, 1 and 2 the sub-batches."""
+        if not self.interleaves(entries):
+            return {0: entries}
+        sb1, sb2 = self.split_sub_batches(entries)
+        return {0: entries, 1: sb1, 2: sb2}
+
+    def _build(self, steps, groups) -> Phase:
+        """The phase of `steps` ((kind, layer, group) in order, `_phase_steps`)."""
+        ph = self._new_phase()
+        for kind, layer, g in steps:
+            ents = groups[g]
+            if kind == "pre":
+                self._pre(ph, layer, ents, "")
+            elif kind == "mha":
+                self._mha(ph, layer, ents, "")
+            elif kind == "post":
+                self._post(ph, layer, ents, "")
+            else:  # "pre+mha": the attention waits for the QKV generation
+                j = self._pre(ph, layer, ents, "")
+                self._mha(ph, layer, ents, "", after=j)
+        return ph
+
+    def _phase_steps(self, entries, layers: int, repeats=None):
+        """`phases` as recipes: (label, layer, steps), steps a tuple of (kind, layer,
+        group) with kind "pre", "mha", "post" or "pre+mha" (the attention after the QKV
+        generation) and group 0 (the batch) or sub-batch 1 or 2."""
         if not self.interleaves(entries):
             layer = 0
             while layer < layers:
                 if layer > 0 and repeats is not None and repeats(layer):
                     return
                 if self.pim:
-                    ph = self._new_phase()
-                    j = self._pre(ph, layer, entries, "")
-                    self._mha(ph, layer, entries, "", after=j)
-                    yield ("pre+mha", layer, ph)
-                    ph = self._new_phase()
-                    self._post(ph, layer, entries, "")
-                    yield ("post", layer, ph)
+                    yield ("pre+mha", layer, (("pre+mha", layer, 0),))
+                    yield ("post", layer, (("post", layer, 0),))
                 else:
-                    ph = self._new_phase()
-                    j = self._pre(ph, layer, entries, "")
-                    self._mha(ph, layer, entries, "", after=j)
-                    self._post(ph, layer, entries, "")
-                    yield ("layer", layer, ph)
+                    yield ("layer", layer, (("pre+mha", layer, 0), ("post", layer, 0)))
                 layer += 1
             return
-        sb1, sb2 = self.split_sub_batches(entries)
-        ph = self._new_phase()
-        self._pre(ph, 0, sb1, "")
-        yield ("sb1.pre", -1, ph)
+        yield ("sb1.pre", -1, (("pre", 0, 1),))
         layer = 0
         while layer < layers:
             if layer > 0 and repeats is not None and repeats(layer):
-                ph = self._new_phase()
-                self._post(ph, layer - 1, sb1, "")
-                self._mha(ph, layer - 1, sb2, "")
-                yield ("sb1.npu|sb2.pim", layers - 1, ph)
-                ph = self._new_phase()
-                self._post(ph, layer - 1, sb2, "")
-                yield ("sb2.post", layers, ph)
+                yield ("sb1.npu|sb2.pim", layers - 1, (("post", layer - 1, 1), ("mha", layer - 1, 2)))
+                yield ("sb2.post", layers, (("post", layer - 1, 2),))
                 return
-            ph = self._new_phase()
-            if layer > 0:
-                self._post(ph, layer - 1, sb2, "")
-            self._pre(ph, layer, sb2, "")
-            self._mha(ph, layer, sb1, "")
-            yield ("sb2.npu|sb1.pim", layer, ph)
-            ph = self._new_phase()
-            self._post(ph, layer, sb1, "")
-            if layer + 1 < layers:
-                self._pre(ph, layer + 1, sb1, "")
-            self._mha(ph, layer, sb2, "")
-            yield ("sb1.npu|sb2.pim", layer, ph)
+            first = (("post", layer - 1, 2),) if layer > 0 else ()
+            yield ("sb2.npu|sb1.pim", layer, first + (("pre", layer, 2), ("mha", layer, 1)))
+            nxt = (("pre", layer + 1, 1),) if layer + 1 < layers else ()
+            yield ("sb1.npu|sb2.pim", layer, (("post", layer, 1),) + nxt + (("mha", layer, 2),))
             layer += 1
-        ph = self._new_phase()
-        self._post(ph, layers - 1, sb2, "")
-        yield ("sb2.post", layers, ph)
+        yield ("sb2.post", layers, (("post", layers - 1, 2),))
+
+    @staticmethod
+    def _phase_key(label: str, steps) -> tuple[tuple, int]:
+        """A phase's shape (its label and steps, layers counted from its first layer) and
+        that first layer: phases of one shape differ only in their weights' layer."""
+        base = min(layer for _, layer, _ in steps)
+        return (label, tuple((k, layer - base, g) for k, layer, g in steps)), base
+
+    def _layer_stride(self) -> int | None:
+        """Bytes between one layer's weights and the next one's when a phase lowered for
+        one layer is the same phase k layers on with every weight address k strides up and
+        only the rows changing (the row field above the others and the stride a whole
+        number of rows across channels and banks): then a lowered phase is reused for its
+        shape's later layers (program.py LoweredPhase). None otherwise."""
+        m = self.model
+        if m.layers_per_stage < 2:
+            return None
+        names = [w.name for w in m.weight_matrices()]
+        stride = self.w_base[(1, names[0])] - self.w_base[(0, names[0])]
+        if any(self.w_base[(layer, n)] != self.w_base[(0, n)] + layer * stride
+               for layer in range(m.layers_per_stage) for n in names):
+            return None
+        f = self.layout.f
+        ro = f["ro"].shift
+        if any(f[k].shift > ro for k in f if k != "ro") or stride % (1 << ro):
+            return None
+        # the engine's request table must hold the address as given and nothing derived
+        # from the row: a probe of weight and KV addresses in every channel, both ways
+        L = self.layout
+        n = 2 * L.channels
+        ch = np.arange(n) % L.channels
+        row = np.where(np.arange(n) < L.channels, 0, self.rows.first_row)
+        addr = L.compose(ch, np.arange(n) % L.banks, row, np.arange(n) % L.bursts_per_row)
+        if not shift_renames(self.params, addr, self.rows.first_row, stride):
+            return None
+        return stride
 
     # ---------------------------------------------------------------- execution
     @staticmethod
@@ -534,9 +574,27 @@ class IterationSimulator:
                 return True
             return False
 
+        # a shape of phase that comes more than once is lowered once and then run for
+        # each of its layers with the weight addresses moved (LoweredPhase)
+        stride = self._layer_stride()
+        seen: dict[tuple, int] = {}
+        if stride is not None:
+            for label, _, steps in self._phase_steps(entries, sim_layers):
+                key = self._phase_key(label, steps)[0]
+                seen[key] = seen.get(key, 0) + 1
+        lowered: dict[tuple, tuple[LoweredPhase, int]] = {}
+        groups = self._groups(entries)
         results: list[tuple[str, int, PhaseResult]] = []
-        for label, layer, ph in self.phases(entries, sim_layers, repeats):
-            results.append((label, layer, ph.run(self.params, self.state, self.max_inject)))
+        for label, layer, steps in self._phase_steps(entries, sim_layers, repeats):
+            key, base = self._phase_key(label, steps)
+            if key not in lowered and seen.get(key, 0) > 1:
+                lowered[key] = (LoweredPhase(self._build(steps, groups), self.params, self.rows.first_row), base)
+            if key in lowered:
+                lp, b0 = lowered[key]
+                r = lp.run(self.params, self.state, self.max_inject, weight_delta=(base - b0) * stride)
+            else:
+                r = self._build(steps, groups).run(self.params, self.state, self.max_inject)
+            results.append((label, layer, r))
             if level == "steady" and n_sb == 2 and label == "sb2.npu|sb1.pim":
                 after_a = {layer: [x.copy() for x in self.state]}
         p = period["layer"]

@@ -12,11 +12,12 @@ A task on resource -1 is a join: it starts after every earlier task of the phase
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from neupims_py.compiler.lowering_jit import P_CH, P_CMD, P_COLS, P_OP
+from neupims_py.compiler.lowering_jit import P_CH, P_CMD, P_COLS, P_OP, copy_rows_shifted
 from neupims_py.engine import dram as eng
 from neupims_py.formats import Cmd
 from neupims_py.npu import check_gemm_sram
@@ -59,7 +60,7 @@ class Phase:
     op_names: list = field(default_factory=list)
     _op_index: dict = field(default_factory=dict)
     _next_array: int = 0
-    buffer: object = None  # an eng.RequestBuffer for run's request table (None: a new one)
+    buffer: object = None  # a PlainPagesBuffer or eng.RequestBuffer for run's request table (None: a new one)
 
     @property
     def vector_res(self) -> int:
@@ -209,92 +210,226 @@ class Phase:
         return self._req[0]
 
     def run(self, p: eng.DramParams, state: eng.DramState, max_inject: int) -> PhaseResult:
-        nres = self.arrays + 1
+        lw = self._lower(p, self.buffer)
+        return _execute(lw, lw.batch, lw.pim_cols, lw.tasks, p, state, max_inject)
+
+    def _lower(self, p: eng.DramParams, buffer) -> "_Lowered":
+        """The engine's inputs of the phase (the request table in `buffer`'s memory, or a
+        new table when None) and what the report needs of them."""
         addr, isw, grp, aft = self.request_arrays()
-        start = int(state.glob[eng.G_CLK])
         batch = eng.new_batch(p, addr, isw, np.zeros(len(addr), np.int64), group=grp, after=aft, per_channel=True,
-                              buffer=self.buffer)
+                              buffer=buffer)
         t = self._task_arrays()
-        tasks = eng.new_npu_tasks(t[0], t[1], t[2], n_resources=nres)
         cmds = self.pim_array()
         if len(cmds):
             # the engine keeps each channel's commands in order: sort by channel (stable),
             # gathering the columns as rows of one array in the same pass
             c = np.take(cmds.T, np.argsort(cmds[:, P_CH], kind="stable"), axis=1)
-            pb = eng.new_pim_batch(p, ch=c[P_CH], cmd=c[P_CMD], rank=c[2], bg=c[3], ba=c[4], row=c[5],
-                                   k=c[6], dur=c[7], cycle=np.zeros(len(cmds), np.int64), after=c[8],
-                                   presorted=True)
-            pim_op = c[P_OP]
         else:
-            pb = eng.new_pim_batch(p)
-            pim_op = np.zeros(0, np.int64)
-        ctl = eng.new_ctl(start, max_inject, False)
-        log = eng.new_log(1)
-        before = state.stats.copy()
-        snap = np.zeros_like(state.stats)
-        eng.run_requests(p, state, batch, pb, tasks, ctl, log, snap)
-        end = int(ctl[eng.C_END])
-        if end < start:
-            end = start
-        # the next phase starts after this one's last event and after the engine drained
-        # the writes still buffered (a barrier: memory quiescent); the phase costs what
-        # the engine clock advanced, drain included
-        state.glob[eng.G_CLK] = max(int(state.glob[eng.G_CLK]), end + 1)
-        done = int(state.glob[eng.G_CLK])
-        ops = self._op_report(start, batch.reads_per_task, tasks, pb, pim_op, t)
-        stats = state.stats - before
+            c = None
         writes = int(np.count_nonzero(isw))
-        return PhaseResult(
-            cycles=done - start,
-            ops=ops,
-            stats=stats,
-            npu_busy=tasks.busy[:nres].copy(),
-            pim_busy=stats[:, int(eng.Stat.PIM_BUSY_CYCLES)].copy(),
-            reads=len(addr) - writes,
-            writes=writes,
-            pim_cmds=len(cmds),
-            task_end=tasks.end - start,
-            pim_end=int(pb.done.max()) - start if len(cmds) else 0,
+        return _Lowered(
+            batch=batch, tasks=t, pim_cols=c, n_res=self.arrays + 1,
+            report=_report_plan(self.op_names, self.arrays, self.burst_bytes, t,
+                                c[P_OP] if c is not None else np.zeros(0, np.int64), batch.reads_per_task),
+            reads=len(addr) - writes, writes=writes,
         )
 
-    def _op_report(self, start, reads_per_task, tasks, pb, pim_op, t) -> dict:
-        ops: dict[str, dict] = {}
 
-        def entry(name, unit):
-            return ops.setdefault(name, {"start": None, "end": None, "busy": 0, "unit": unit, "bytes": 0})
+@dataclass
+class _Lowered:
+    """A phase lowered to the engine's inputs."""
 
-        t_res, t_op = t[0], t[3]
-        nops = len(self.op_names)
-        # tasks of each op: contiguous runs mostly, so group by a stable sort of the op
-        order = np.argsort(t_op, kind="stable")
-        bounds = np.searchsorted(t_op[order], np.arange(nops + 1))
-        pim_ops = set(np.unique(pim_op).tolist()) if len(pim_op) else set()
-        for oi, name in enumerate(self.op_names):
-            sel = order[bounds[oi]:bounds[oi + 1]]
-            if sel.size:
-                unit = "vector" if (t_res[sel] == self.arrays).all() else "npu"
-                e = entry(name, unit)
-                e["start"] = int(tasks.start[sel].min()) - start
-                e["end"] = int(tasks.end[sel].max()) - start
-                e["busy"] += int(tasks.cost[sel].sum())
-            if oi in pim_ops:
-                psel = pim_op == oi
-                e = entry(name, "pim")
-                e["unit"] = "pim"
-                s0 = int(pb.issued[psel].min()) - start
-                e1 = int(pb.done[psel].max()) - start
-                e["start"] = s0 if e["start"] is None else min(e["start"], s0)
-                e["end"] = e1 if e["end"] is None else max(e["end"], e1)
-        # bytes read per op through the tasks their reads feed (the batch counted each
-        # task's requests: those of group g)
-        if reads_per_task.any():
-            per_task = np.zeros(len(t_res), np.int64)
-            per_task[:len(reads_per_task)] = reads_per_task
-            per_op = np.bincount(t_op, weights=per_task * self.burst_bytes, minlength=nops)
-            for oi, name in enumerate(self.op_names):
-                if name in ops:
-                    ops[name]["bytes"] += int(per_op[oi])
-        return ops
+    batch: eng.DramBatch
+    tasks: np.ndarray  # [4, n]: res, cost, dep, op
+    pim_cols: np.ndarray | None  # [P_COLS, n] PIM commands sorted by channel (None: none)
+    n_res: int  # NPU resources: the arrays and the vector units
+    report: list  # _report_plan
+    reads: int
+    writes: int
+
+
+def _execute(lw: _Lowered, batch, c, t, p, state, max_inject) -> PhaseResult:
+    """Run a lowered phase on the engine state, with `batch` (its request table, fresh),
+    PIM columns `c` and tasks `t`."""
+    nres = lw.n_res
+    start = int(state.glob[eng.G_CLK])
+    tasks = eng.new_npu_tasks(t[0], t[1], t[2], n_resources=nres)
+    if c is not None:
+        pb = eng.new_pim_batch(p, ch=c[P_CH], cmd=c[P_CMD], rank=c[2], bg=c[3], ba=c[4], row=c[5],
+                               k=c[6], dur=c[7], cycle=np.zeros(c.shape[1], np.int64), after=c[8],
+                               presorted=True)
+    else:
+        pb = eng.new_pim_batch(p)
+    ctl = eng.new_ctl(start, max_inject, False)
+    log = eng.new_log(1)
+    before = state.stats.copy()
+    snap = np.zeros_like(state.stats)
+    eng.run_requests(p, state, batch, pb, tasks, ctl, log, snap)
+    end = int(ctl[eng.C_END])
+    if end < start:
+        end = start
+    # the next phase starts after this one's last event and after the engine drained
+    # the writes still buffered (a barrier: memory quiescent); the phase costs what
+    # the engine clock advanced, drain included
+    state.glob[eng.G_CLK] = max(int(state.glob[eng.G_CLK]), end + 1)
+    done = int(state.glob[eng.G_CLK])
+    stats = state.stats - before
+    n_pim = c.shape[1] if c is not None else 0
+    return PhaseResult(
+        cycles=done - start,
+        ops=_report(lw.report, start, tasks, pb),
+        stats=stats,
+        npu_busy=tasks.busy[:nres].copy(),
+        pim_busy=stats[:, int(eng.Stat.PIM_BUSY_CYCLES)].copy(),
+        reads=lw.reads,
+        writes=lw.writes,
+        pim_cmds=n_pim,
+        task_end=tasks.end - start,
+        pim_end=int(pb.done.max()) - start if n_pim else 0,
+    )
+
+
+def _report_plan(op_names, arrays, burst_bytes, t, pim_op, reads_per_task) -> list:
+    """Per reported op, in order: (name, its tasks (None: none), unit, its PIM commands
+    (None: none), bytes read feeding it). What `_report` needs besides the engine's
+    outputs, fixed by the phase's tasks and commands."""
+    t_res, t_op = t[0], t[3]
+    nops = len(op_names)
+    # tasks of each op: contiguous runs mostly, so group by a stable sort of the op
+    order = np.argsort(t_op, kind="stable")
+    bounds = np.searchsorted(t_op[order], np.arange(nops + 1))
+    pim_ops = set(np.unique(pim_op).tolist()) if len(pim_op) else set()
+    # bytes read per op through the tasks their reads feed (the batch counted each
+    # task's requests: those of group g)
+    per_op = None
+    if reads_per_task.any():
+        per_task = np.zeros(len(t_res), np.int64)
+        per_task[:len(reads_per_task)] = reads_per_task
+        per_op = np.bincount(t_op, weights=per_task * burst_bytes, minlength=nops)
+    plan = []
+    for oi, name in enumerate(op_names):
+        sel = order[bounds[oi]:bounds[oi + 1]]
+        has_tasks, has_pim = sel.size > 0, oi in pim_ops
+        if not (has_tasks or has_pim):
+            continue
+        unit = "pim" if has_pim else "vector" if (t_res[sel] == arrays).all() else "npu"
+        plan.append((name, sel if has_tasks else None, unit,
+                     np.flatnonzero(pim_op == oi) if has_pim else None,
+                     int(per_op[oi]) if per_op is not None else 0))
+    return plan
+
+
+def _report(plan, start, tasks, pb) -> dict:
+    """op name -> {"start", "end", "busy", "unit", "bytes"}, cycles from the phase's start."""
+    ops: dict[str, dict] = {}
+    for name, sel, unit, psel, nbytes in plan:
+        s = e = None
+        busy = 0
+        if sel is not None:
+            s = int(tasks.start[sel].min()) - start
+            e = int(tasks.end[sel].max()) - start
+            busy = int(tasks.cost[sel].sum())
+        if psel is not None:
+            s0 = int(pb.issued[psel].min()) - start
+            e1 = int(pb.done[psel].max()) - start
+            s = s0 if s is None else min(s, s0)
+            e = e1 if e is None else max(e, e1)
+        ops[name] = {"start": s, "end": e, "busy": busy, "unit": unit, "bytes": nbytes}
+    return ops
+
+
+def plain_pages(shape, dtype) -> np.ndarray:
+    """An uninitialised array in anonymous memory of ordinary pages, aligned to a page.
+    numpy asks the kernel for huge pages for big arrays, and gathering those (compaction)
+    cost the system 0.1-0.5 s per 100 MB request table here; the engine runs as fast on
+    ordinary pages (measured on a 1.7M-request phase)."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    # mapped in one go (MAP_POPULATE, Linux): the caller writes all of it next
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+    buf = mmap.mmap(-1, max(count * dtype.itemsize, 1), flags=flags)
+    return np.frombuffer(buf, dtype, count=count).reshape(shape)
+
+
+class PlainPagesBuffer:
+    """Memory for request tables reused by successive phases, as eng.RequestBuffer
+    (`eng.new_batch(buffer=)` takes either), in ordinary pages (`plain_pages`)."""
+
+    def __init__(self):
+        self.req = None
+        self.write = None
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.req is None or len(self.req) < n:
+            self.req = self.write = None  # let the old memory go first
+            self.req = plain_pages((n, eng.RQ_COLS), np.int64)
+            self.write = np.empty(n, np.int8)
+        return self.req[:n], self.write[:n]
+
+
+class LoweredPhase:
+    """A phase lowered once to the engine's inputs (request table, tasks, PIM streams,
+    report plan) and run any number of times. The engine writes into the request table,
+    so each run takes a copy (in `buffer`'s memory); `weight_delta` moves the address of
+    every request in a row below `first_row` (the weights) by that many bytes on the way
+    (compiler/lowering_jit.py copy_rows_shifted). With the weight stride of k layers
+    (IterationSimulator: every layer's weights at the same channel, bank and column
+    offsets, rows a fixed number apart) that is the same phase lowered k layers on."""
+
+    def __init__(self, phase: Phase, p: eng.DramParams, first_row: int):
+        self.buffer = phase.buffer if phase.buffer is not None else PlainPagesBuffer()
+        lw = phase._lower(p, self.buffer)
+        # the table as made, kept in memory of its own (ordinary pages: `plain_pages`)
+        req = lw.batch.req
+        kept = plain_pages(req.shape, req.dtype)
+        kept[...] = req
+        lw.batch = lw.batch._replace(req=kept, write=lw.batch.write.copy())
+        self.lw = lw
+        self.first_row = first_row
+        self._tasks = np.empty_like(lw.tasks)
+        self._pim = np.empty_like(lw.pim_cols) if lw.pim_cols is not None else None
+
+    def batch(self, p: eng.DramParams, weight_delta: int = 0) -> eng.DramBatch:
+        """A fresh copy of the request table, weight addresses moved by weight_delta."""
+        tb = self.lw.batch
+        req, write = self.buffer.take(len(tb.req))
+        copy_rows_shifted(tb.req, req, eng.RQ_ADDR, p.ro_shift, p.ro_mask, self.first_row, weight_delta)
+        write[...] = tb.write
+        fields = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in tb._asdict().items()
+                  if k not in ("req", "write")}
+        return type(tb)(req=req, write=write, **fields)
+
+    def run(self, p: eng.DramParams, state: eng.DramState, max_inject: int,
+            weight_delta: int = 0) -> PhaseResult:
+        lw = self.lw
+        # the engine only reads the tasks' and commands' columns: copies all the same, in
+        # memory held for them
+        np.copyto(self._tasks, lw.tasks)
+        if self._pim is not None:
+            np.copyto(self._pim, lw.pim_cols)
+        return _execute(lw, self.batch(p, weight_delta), self._pim, self._tasks, p, state, max_inject)
+
+
+def shift_renames(p: eng.DramParams, addr: np.ndarray, first_row: int, delta: int) -> bool:
+    """Whether the engine's request table of `addr` with the addresses in rows below
+    `first_row` moved by `delta` bytes is the table of `addr` with those addresses moved,
+    as LoweredPhase makes it (no field of the table but the address depends on them)."""
+    addr = np.asarray(addr, np.int64)
+    n = len(addr)
+    moved = np.where(((addr >> p.ro_shift) & p.ro_mask) < first_row, addr + delta, addr)
+    isw = np.arange(n) % 2
+    group, after = np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64) - 1
+
+    def table(a):
+        return eng.new_batch(p, a, isw, np.zeros(n, np.int64), group=group, after=after, per_channel=True)
+
+    want = table(moved)
+    made = table(addr)
+    req = np.empty_like(made.req)
+    copy_rows_shifted(made.req, req, eng.RQ_ADDR, p.ro_shift, p.ro_mask, first_row, delta)
+    made = made._replace(req=req)
+    return all(np.array_equal(x, y) for x, y in zip(made, want))
 
 
 def cmd_counts(phase: Phase) -> dict[str, int]:

@@ -1,0 +1,106 @@
+"""A phase shape lowered once and run for every layer (program.py LoweredPhase): the
+request table moved k layers on is the one lowered k layers on, and an iteration run that
+way is the one that lowers every phase anew (the slow reference: reuse switched off)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from neupims_py.compiler import BatchEntry, IterationSimulator
+from neupims_py.compiler.program import LoweredPhase, shift_renames
+from neupims_py.config import load_hw
+from neupims_py.model import load_model
+
+MiB = 2**20
+
+
+def d512(layers=5, **kw):
+    """GPT-3 at d_model 512, one shard: per layer QKV 512 x 1536, projection 512 x 512,
+    FFN 512 x 2048 and 2048 x 512, FP16: 1.5 + 0.5 + 2 + 2 = 6 MiB of weights."""
+    shape = {"d_model": 512, "heads": 4, "ffn_dim": 2048, "tp": 1, **kw}
+    return dataclasses.replace(load_model("gpt3-7b"), name="gpt3-small", layers=layers, **shape)
+
+
+BATCH = [BatchEntry(i, 1, 60 + 45 * i, i % 4) for i in range(8)]
+
+
+def test_the_layer_stride_is_a_layers_weights():
+    """6 MiB per layer, a whole number of 1 MiB stripes (32 channels x 32 banks x 1 KiB
+    rows, rows the top field of rorabgbachco): layer l's weights are layer 0's, 6 l rows up."""
+    sim = IterationSimulator(load_hw("neupims"), d512())
+    assert sim._layer_stride() == 6 * MiB
+    assert sim.w_base[(3, "ffn2")] - sim.w_base[(0, "ffn2")] == 3 * 6 * MiB
+
+
+def test_no_stride_when_the_row_is_not_the_top_address_field():
+    """With the channel above the row, moving a weight address by a layer's bytes changes
+    its channel: no lowered phase stands for another layer's."""
+    hw = load_hw("neupims", ["memory.controller.address_mapping=chrorabgbaco"])
+    assert IterationSimulator(hw, d512())._layer_stride() is None
+
+
+def test_no_stride_when_a_layer_is_not_a_whole_number_of_stripes():
+    """d_model 320: 320 x 960 + 320 x 320 + 2 x 320 x 1280 FP16 weights, 2,457,600 bytes
+    (2.34375 MiB) per layer, not a whole number of 1 MiB stripes."""
+    model = d512(d_model=320, heads=5, ffn_dim=1280)
+    assert IterationSimulator(load_hw("npu-pim"), model)._layer_stride() is None
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_lowered_phase_moved_k_layers_is_the_phase_lowered_k_layers_on(k):
+    """Sub-batch 1's post with its next pre and sub-batch 2's attention (NeuPIMs' second
+    stage): lowered for layer 0 and moved k layers, the engine's request table, the tasks,
+    the PIM streams and the report plan equal those lowered for layer k."""
+    hw = load_hw("neupims", ["system.sub_batch_threshold=4"])
+    sim = IterationSimulator(hw, d512())
+    for e in BATCH:
+        sim.ensure_kv(e)
+    groups = sim._groups(BATCH)
+
+    def steps(layer):
+        return (("post", layer, 1), ("pre", layer + 1, 1), ("mha", layer, 2))
+
+    lp = LoweredPhase(sim._build(steps(0), groups), sim.params, sim.rows.first_row)
+    moved = lp.batch(sim.params, k * sim._layer_stride())
+    want = sim._build(steps(k), groups)._lower(sim.params, None)
+    assert moved._fields == want.batch._fields
+    for name, x, y in zip(moved._fields, moved, want.batch):
+        assert np.array_equal(x, y), name
+    assert np.array_equal(lp.lw.tasks, want.tasks)
+    assert np.array_equal(lp.lw.pim_cols, want.pim_cols)
+    assert [r[0] for r in lp.lw.report] == [r[0] for r in want.report]
+    # the table kept for later runs is the layer-0 one: moved back by nothing, it is that
+    w0 = sim._build(steps(0), groups)._lower(sim.params, None).batch
+    assert all(np.array_equal(x, y) for x, y in zip(lp.batch(sim.params, 0), w0))
+
+
+@pytest.mark.parametrize("preset,overrides", [
+    ("neupims", ["system.sub_batch_threshold=4"]),  # two sub-batches
+    ("npu-pim", []),
+    ("npu-only", []),
+])
+def test_an_exact_iteration_with_lowered_phases_is_the_one_lowering_every_phase(preset, overrides, monkeypatch):
+    """Every layer simulated, once with the recurring phase shapes lowered once, once with
+    every phase lowered anew: the same result, every figure and phase."""
+    hw = load_hw(preset, overrides)
+    fast = IterationSimulator(hw, d512())
+    assert fast._layer_stride() is not None
+    got = fast.simulate(BATCH, exact=True).to_dict()
+    monkeypatch.setattr(IterationSimulator, "_layer_stride", lambda self: None)
+    want = IterationSimulator(hw, d512()).simulate(BATCH, exact=True).to_dict()
+    assert got == want
+    assert list(got["ops"]) == list(want["ops"])
+
+
+def test_the_probe_of_the_engine_table_sees_a_move_that_changes_the_channel():
+    """shift_renames builds both tables: moving the weight addresses one channel up puts
+    them in other channels' blocks of the table, which a copy with moved addresses does not."""
+    sim = IterationSimulator(load_hw("neupims"), d512())
+    L = sim.layout
+    n = 2 * L.channels
+    ch = np.arange(n) % L.channels
+    row = np.where(np.arange(n) < L.channels, 0, sim.rows.first_row)
+    addr = L.compose(ch, np.arange(n) % L.banks, row, np.arange(n) % L.bursts_per_row)
+    assert shift_renames(sim.params, addr, sim.rows.first_row, 6 * MiB)
+    assert not shift_renames(sim.params, addr, sim.rows.first_row, 1 << L.f["ch"].shift)
