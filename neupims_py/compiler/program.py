@@ -346,6 +346,8 @@ def plain_pages(shape, dtype) -> np.ndarray:
     ordinary pages (measured on a 1.7M-request phase)."""
     dtype = np.dtype(dtype)
     count = int(np.prod(shape))
+    if not hasattr(mmap, "MAP_ANONYMOUS"):  # Windows: numpy's own memory
+        return np.empty(shape, dtype)
     # mapped in one go (MAP_POPULATE, Linux): the caller writes all of it next
     flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
     buf = mmap.mmap(-1, max(count * dtype.itemsize, 1), flags=flags)
