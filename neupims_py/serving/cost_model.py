@@ -30,7 +30,9 @@ One interface, two implementations:
   * neupims with sub-batches: sb1.pre, then per layer two phases in which one sub-batch's
     weight stream (post of the last layer + pre of this one, then its K/V writes) runs
     while the other's attention runs on PIM from the phase start: phase = max(NPU side
-    slowed by the PIM beside it, the slowest channel's PIM + writes); then sb2.post.
+    slowed by the PIM beside it, the slowest channel's PIM + writes); then sb2.post. With
+    a start cycle and short streams, the first and the last phase's streams (no PIM
+    beside them) are measured at the refresh offsets they start at; the others averaged.
 
   Inside a phase, vector operators are replayed exactly over the measured tile ends (the
   engine issues NPU tasks in program order: a vector task starts when the vector unit is
@@ -42,7 +44,8 @@ One interface, two implementations:
   npu-only iterations whose weight streams are short (a few refresh intervals: small
   models) are composed layer by layer, each weight stream and decode piece measured at the
   offset in the refresh period where it starts (Components.refresh_bin); otherwise, and for
-  interleaved iterations, pieces are averaged over offsets. What the composition cannot
+  interleaved iterations but for the streams of their first and last phases, pieces are
+  averaged over offsets. What the composition cannot
   see: other engine state carried from one phase to the next (open rows), and
   interactions beyond the two calibrations. tests/test_serving_cost_model.py measures the
   difference to `ExactCost`.
@@ -568,8 +571,9 @@ class ReuseCost(CostModel):
         timeline: list | None = [] if self.trace else None
         track = self._tracks_refresh(batch, start)
         if self.sim.interleaves(batch) and self.pim:
-            # composed from pieces averaged over refresh offsets: at the offsets the phases
-            # start at, the micro/tiny traces came out 0.1-1 % further from exact
+            # composed from pieces averaged over refresh offsets but the first and last
+            # phases' streams: at the offsets every phase starts at, the micro/tiny traces
+            # came out 0.1-1 % further from exact
             cycles, phases, sub = self._interleaved(acc, batch, timeline, start)
         else:
             body, kinds = (self._npu_only if not self.pim else self._serial), ("pre", "post")
@@ -841,8 +845,10 @@ class ReuseCost(CostModel):
             if tr is not None:
                 blocks.append(TraceBlock(lay, n, tuple(tr[1])))
         last = self._sub_phase(acc, "post", sb1, sb2, 1, at(2, "sb1.npu|sb2.pim", 0, 1, 2, 0), L - 1)
-        end = self._sub_phase(acc, "post", sb2, None, 1, at(2, "sb2.post", 0, 2, 0, 0), L - 1)
-        total += last + end
+        total += last
+        end = self._sub_phase(acc, "post", sb2, None, 1, at(2, "sb2.post", 0, 2, 0, 0), L - 1,
+                              self._bin(t0, total) if self._tracks_refresh(sb2, t0) else None)
+        total += end
         phases += [("sb1.npu|sb2.pim", last), ("sb2.post", end)]
         if timeline is not None:
             timeline.append(TraceBlock(0, 1, tuple(tr[0])))
