@@ -78,9 +78,26 @@ class StreamMeasure(NamedTuple):
     stats: np.ndarray  # float64 [Stat], summed over channels
     read_bytes: float  # weight bytes read
     long: bool = False  # long enough to be measured from one refresh offset only
-    # float64 [tile, 4]: per weight tile in program order, (GEMM index, array, start, end),
-    # phase-relative
-    tiles: np.ndarray = np.zeros((0, 4))
+    # per weight tile in program order, (GEMM index, array, start, end), phase-relative:
+    # float64 [tile, 4], or for an interpolated stream the _Tiles to compute it from
+    # (`tile_array`; only npu-only asks, and a real model's streams have thousands of tiles)
+    tiles: object = None
+
+
+class _Tiles(NamedTuple):
+    """Tiles of a stream at `f` along the line from `a`'s to `b`'s (0: a, 1: b)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    f: float
+
+
+def tile_array(sm: StreamMeasure) -> np.ndarray:
+    """`sm.tiles` as float64 [tile, 4] (GEMM index, array, start, end)."""
+    t = sm.tiles
+    if isinstance(t, _Tiles):
+        return t.a + (t.b - t.a) * t.f  # GEMM and array columns alike in both
+    return t
 
 
 class ChannelWork(NamedTuple):
@@ -794,7 +811,7 @@ def _interpolate(a: StreamMeasure, lo: int, b: StreamMeasure, hi: int, s: int) -
         stats=a.stats,  # weight traffic does not depend on the token count
         read_bytes=a.read_bytes,
         long=a.long and b.long,
-        tiles=a.tiles + (b.tiles - a.tiles) * f,  # GEMM and array columns alike
+        tiles=_Tiles(a.tiles, b.tiles, f),
     )
 
 
@@ -820,5 +837,5 @@ def _extend(first, last, s: int) -> StreamMeasure:
         stats=b.stats,
         read_bytes=b.read_bytes,
         long=a.long and b.long,
-        tiles=b.tiles + (b.tiles - a.tiles) * f,
+        tiles=_Tiles(a.tiles, b.tiles, 1 + f),  # b + (b - a) f
     )

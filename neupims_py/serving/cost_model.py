@@ -73,7 +73,7 @@ from neupims_py.compiler.iteration import BatchEntry, IterationSimulator
 from neupims_py.engine.dram import CH_NEXT_REF, G_CLK
 from neupims_py.formats import NUM_STATS, Stat
 from neupims_py.npu import VectorOp, attention_timing, rows_cycles, vector_cycles
-from neupims_py.serving.components import ChannelWork, Components, join_tail
+from neupims_py.serving.components import ChannelWork, Components, join_tail, tile_array
 
 # Per-iteration operator groups recorded in iterations.csv (cycles summed over layers).
 OP_GROUPS = ("qkv", "proj", "ffn", "attention_npu", "attention_pim", "vector")
@@ -640,7 +640,7 @@ class ReuseCost(CostModel):
         steps_pre, j = _pre_steps(self.model, self.hw.npu, T)
         n_pre = sum(1 for st in steps_pre if st.gemm)
         pre_ends = _replay(steps_pre, fused.ends[:n_pre])
-        pre_tiles = [t for t in fused.tiles.tolist() if t[0] < n_pre]
+        pre_tiles = [t for t in tile_array(fused).tolist() if t[0] < n_pre]
         j_end = pre_ends[j]
         _, U = self.parts.post_prefix(first)
         writes = self._writes(batch)
@@ -672,7 +672,7 @@ class ReuseCost(CostModel):
         ends_of: dict[int, list] = {}  # per GEMM: (alone end, composed end) of its tiles
         offer, offer_alone = X - U, 0.0
         gated = False
-        for g, a, s0, e0 in post.tiles.tolist():
+        for g, a, s0, e0 in tile_array(post).tolist():
             a = int(a)
             mine = ends_of.setdefault(g, [])
             if len(mine) >= back:
