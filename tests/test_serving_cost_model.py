@@ -169,6 +169,41 @@ def test_short_pim_beside_a_stream_slows_it_by_what_was_measured_for_that_fracti
     assert composed == pytest.approx(engine, rel=0.01)
 
 
+@pytest.mark.parametrize("model_name, kvs, channels, bound", [
+    ("micro", (40, 49, 58, 67, 76, 85), range(6), 0.015),
+    ("micro", (20, 33, 47, 90), range(4), 0.015),
+    ("tiny", (37, 40, 59), range(3, 6), 0.025),
+])
+def test_npu_only_layer_at_its_refresh_offsets(model_name, kvs, channels, bound):
+    """An npu-only layer of decodes (QKV, K/V writes and reads, attention on the NPU,
+    projection and FFN in one phase) composed by ReuseCost at the refresh offset it starts
+    at, against the engine running it from there (fresh state, eight offsets over the
+    refresh period). The post weights no tile gates wait behind the K/V reads on their
+    channels and are served with them, the arrays with attention start their post tiles
+    late, and the rest of the post weights are offered in order as tiles two back on an
+    array end (double buffering). Shifting the whole post stream to after the last
+    attention, as before: micro -7.5 % / -7.2 % (at most -10.3 %), tiny +1.7 %.
+    Measured now: mean +0.5 % / +0.7 % (at most 3.4 %), tiny +1.5 % (at most 5.8 %)."""
+    from neupims_py.serving.components import refresh_period
+    from neupims_py.serving.cost_model import _Acc
+    cost = reuse_cost("npu-only", model_name)
+    sim = cost.sim
+    batch = [E(10 + i, 1, kv, ch) for i, (kv, ch) in enumerate(zip(kvs, channels))]
+    for e in batch:
+        sim.ensure_kv(e, e.kv_len + 5)
+    (_, _, ph), = list(sim.phases(batch, 1))
+    period = refresh_period(sim.params)
+    errs = []
+    for k in range(8):
+        offset = k * period // 8 + 100
+        engine = run_phase(ph, sim, offset).cycles
+        composed = cost._npu_only(_Acc(), batch, 0, 1, None, 10 * period + offset)[0]
+        errs.append(composed / engine - 1)
+    for e in batch:
+        sim.release(e.req)
+    assert abs(np.mean(errs)) < bound, errs
+
+
 def test_layers_whose_weights_do_not_line_up_stream_apart():
     """The micro model's layers are 1.5 MiB of weights apart, the address mapping repeats
     every 1 MiB (one row of every bank of every channel): its odd layers' weights start in
@@ -267,24 +302,35 @@ def test_reuse_meets_refreshes_where_the_iteration_starts():
     assert np.mean(tracked) < 0.02 and np.mean(tracked) < np.mean(averaged), (tracked, averaged)
 
 
-@pytest.mark.parametrize("model_name, mode, overrides, bound", [
-    ("micro", "neupims", ("system.sub_batch_threshold=4",), 0.025),
-    ("micro", "npu+pim", (), 0.03),
-    ("micro", "npu-only", (), 0.03),
-    ("tiny", "neupims", ("system.sub_batch_threshold=4",), 0.005),
-    ("tiny", "npu+pim", (), 0.005),
-    ("tiny", "npu-only", (), 0.005),
+SUB4 = ("system.sub_batch_threshold=4",)
+
+
+@pytest.mark.parametrize("model_name, mode, overrides, seed, bound", [
+    ("micro", "neupims", SUB4, 1, 0.02),
+    ("micro", "npu+pim", (), 1, 0.03),
+    ("micro", "npu-only", (), 1, 0.015),
+    *(("tiny", "neupims", SUB4, seed, 0.007) for seed in (1, 2, 3)),
+    *(("tiny", "npu+pim", (), seed, 0.005) for seed in (1, 2, 3)),
+    *(("tiny", "npu-only", (), seed, 0.005) for seed in (1, 2, 3)),
 ])
-def test_exact_and_reuse_agree_on_a_small_trace(model_name, mode, overrides, bound):
-    """The issue's target is 0.5 %: met on the tiny model (seed 1 here) in every mode, for
-    seeds 2 and 3 in npu+pim, for seed 2 in neupims; not on the micro model. Measured (simulated
-    time of the whole trace, reuse against exact), micro model, 8 requests, seeds 1 / 2 / 3:
-    neupims (sub-batches from 4 requests) -1.9 / -1.0 / -2.2 %, npu+pim +2.3 / -0.5 /
-    +2.7 %, npu-only -2.5 / -0.0 / -0.7 %; tiny model, 6 requests: neupims +0.2 / +0.2 /
-    +0.6 %, npu+pim -0.0 / -0.2 / +0.0 %, npu-only -0.3 / -0.9 / -0.9 %. (Before phases
-    counted the barrier's write drain and ReuseCost composed at the refresh offsets: micro
-    -1.3 / -3.1 / -0.4, -2.0 / -1.5 / -2.3, -2.2 / -6.7 / -2.4 %; tiny +0.3 / -0.0 / +1.1,
-    +0.7 / +0.6 / +0.8, +1.0 / +1.2 / +0.7 %.)
+def test_exact_and_reuse_agree_on_a_small_trace(model_name, mode, overrides, seed, bound):
+    """The issue's target is 0.5 %: met on the tiny model for seeds 1-3 in npu+pim and
+    npu-only, and in neupims for seeds 1 and 3 (seed 2: -0.56 %); not on the micro model.
+    Measured (simulated time of the whole trace, reuse against exact), seeds 1 / 2 / 3:
+    micro model, 8 requests: neupims (sub-batches from 4 requests) -1.71 / -1.02 / -1.54 %,
+    npu+pim +2.25 / -0.53 / +2.74 %, npu-only +0.97 / +4.08 / +0.48 %; tiny model, 6
+    requests: neupims -0.01 / -0.56 / +0.01 %, npu+pim -0.01 / -0.24 / +0.00 %, npu-only
+    -0.04 / -0.31 / +0.36 %. Every iteration of the exact run costed by ReuseCost on the
+    same batch at the same start cycle (mean / std over the iterations): micro neupims
+    -1.3 to -1.1 / 2.2-2.7 %, npu+pim -1.2 to -0.7 / 1.2-1.9 %, npu-only +0.1 to +1.2 /
+    2.3-3.4 %; tiny neupims -0.3 to +0.9 / 0.7-2.5 %, npu+pim -0.2 to +0.1 / 0.1-0.8 %, npu-only
+    -0.2 to +0.9 / 2.5-2.8 %. (Before the npu-only post stream was replayed tile by tile:
+    micro npu-only -2.5 / -0.0 / -0.7 % whole, -5.3 to -4.8 % per iteration; tiny -0.3 /
+    -0.9 / -0.9 %; before the first and last interleaved phases' streams were measured at
+    their refresh offsets, neupims micro -1.91 / -1.02 / -2.24 %, tiny +0.15 / +0.21 /
+    +0.64 %. Before phases counted the barrier's write drain and ReuseCost composed
+    at the refresh offsets: micro -1.3 / -3.1 / -0.4, -2.0 / -1.5 / -2.3, -2.2 / -6.7 /
+    -2.4 %; tiny +0.3 / -0.0 / +1.1, +0.7 / +0.6 / +0.8, +1.0 / +1.2 / +0.7 %.)
 
     What the timeline is: a phase costs what the engine clock advanced, the write drain at
     its barrier included (Phase.run: a barrier means memory quiescent, as PIM reads K/V in
@@ -295,25 +341,33 @@ def test_exact_and_reuse_agree_on_a_small_trace(model_name, mode, overrides, bou
     decode piece measured at the refresh offset it starts at (Components.refresh_bin): a
     short stream on the micro model takes 1687 cycles or up to 21 % more depending on where
     the next refresh falls and which rank it takes. Interleaved iterations stay averaged
-    over offsets (at the offsets, the traces came out 0.1-1 % further from exact); their
-    weight streams slow down beside PIM as measured beside mixed decodes
-    (Components.mixed_slowdown).
+    over offsets but for the streams of their first and last phases, which no PIM runs
+    beside (at the offsets throughout, the traces came out 0.1-1 % further from exact); their weight streams slow down beside PIM as measured
+    beside mixed decodes (Components.mixed_slowdown).
 
-    What is left: (1) the micro traces are chaotic: an iteration 1-7 % short (a prompt's
-    first iteration after an idle gap, whose post phases meet a refresh the exact run's
-    write drain postponed; a prefill joining decodes) ends before an arrival the exact
-    run's iteration ended after, so the two runs batch differently from there on (npu+pim
-    seed 1: one more iteration, +2.3 %, though the exact run's own batches compose to
-    -1.2 %). (2) Pieces start from fresh engine states with every bank closed; the exact
-    run's post streams pay a precharge first (+14 cycles, 0.8 % of a micro post phase;
-    opening a row in every bank before a piece overshot: +8 %). (3) Interleaved micro
-    phases whose PIM side is the longest run 5-9 % longer in the exact run than composed.
-    (4) npu-only: the post stream's first tiles (two per array) load their weights while
-    the cached K/V reads run, delaying them, and post tiles on arrays without attention
-    run ahead; ReuseCost's uniform shift of the post stream sees neither: micro decode
-    iterations -5 to -9 %, prompts alone -13 %."""
+    What is left: (1) one exact iteration moves by several percent with the cycle it
+    starts at (a tiny neupims decode alone: 25,784 cycles at one start, 27,217-28,353
+    within 100 cycles of it; std over the refresh period 1.4-2.2 %), more finely than the
+    refresh bins resolve and at offsets that composition errors of a few hundred cycles
+    move; so a trace of 15-25 iterations carries a few tenths of a percent of this noise
+    (tiny neupims seed 3: one decode alone +9.8 %, +0.4 % of the trace). Interleaved
+    decode iterations lock into the refresh period in the exact run (tiny: 42,900 cycles,
+    11 refresh intervals, iteration after iteration, against a mean of 43,178 over start
+    offsets, which ReuseCost averaged over offsets meets to +0.35 %). (2) The micro traces are chaotic: an
+    iteration 1-7 % short (a prompt's first iteration after an idle gap, whose post
+    phases meet a refresh the exact run's write drain postponed; a prefill joining
+    decodes) ends before an arrival the exact run's iteration ended after, so the two runs
+    batch differently from there on (npu+pim seed 1: one more iteration, +2.3 %, though
+    the exact run's own batches compose to -1.2 %; npu-only seed 2: +4.1 %, one more
+    iteration, though per iteration +0.4 %). (3) Pieces start from fresh engine states
+    with every bank closed; the exact run's post streams pay a precharge first (+14
+    cycles, 0.8 % of a micro post phase; opening a row in every bank before a piece
+    overshot: +8 %). (4) Interleaved micro phases whose PIM side is the longest run 5-9 %
+    longer in the exact run than composed. (5) npu-only prompts alone: the controller
+    serves the ungated post weights behind a prompt's K/V writes out of program order
+    (the projection's last), which the tile replay does not see (micro -4 %)."""
     model = {"micro": MICRO, "tiny": TINY}[model_name]
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     n = 8 if model_name == "micro" else 6
     rows = requests(rng.integers(16, 64, n), rng.integers(8, 16, n),
                     arrival_ns=np.sort(rng.integers(0, 200_000, n)))

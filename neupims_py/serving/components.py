@@ -57,6 +57,10 @@ MIXED_FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.5)
 # (Components.decode_writes): how long the writes take to be accepted varies by pattern.
 WRITE_PATTERNS = 32
 
+# Positions (of as many equal parts of a `banks`-token class) at which
+# Components.decode_overlap measures a decode's write overlapping its reads.
+OVERLAP_POSITIONS = range(4)
+
 # K/V writes longer than `banks` tokens: the extra V column is measured at up to this many
 # times `banks` tokens (Components.kv_write).
 COLUMN_PIECE_BANKS = 4
@@ -74,6 +78,26 @@ class StreamMeasure(NamedTuple):
     stats: np.ndarray  # float64 [Stat], summed over channels
     read_bytes: float  # weight bytes read
     long: bool = False  # long enough to be measured from one refresh offset only
+    # per weight tile in program order, (GEMM index, array, start, end), phase-relative:
+    # float64 [tile, 4], or for an interpolated stream the _Tiles to compute it from
+    # (`tile_array`; only npu-only asks, and a real model's streams have thousands of tiles)
+    tiles: object = None
+
+
+class _Tiles(NamedTuple):
+    """Tiles of a stream at `f` along the line from `a`'s to `b`'s (0: a, 1: b)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    f: float
+
+
+def tile_array(sm: StreamMeasure) -> np.ndarray:
+    """`sm.tiles` as float64 [tile, 4] (GEMM index, array, start, end)."""
+    t = sm.tiles
+    if isinstance(t, _Tiles):
+        return t.a + (t.b - t.a) * t.f  # GEMM and array columns alike in both
+    return t
 
 
 class ChannelWork(NamedTuple):
@@ -115,6 +139,9 @@ class Components:
         self._decode: dict[tuple, ChannelWork] = {}
         self._write: dict[tuple, ChannelWork] = {}
         self._read: dict[int, ChannelWork] = {}
+        self._read_post: dict[tuple[int, int], ChannelWork] = {}
+        self._overlap: dict[tuple[int, int], float] = {}
+        self._prefix: dict[int, tuple[np.ndarray, float]] = {}
         self._beta: dict[bool, float] = {}
         self._mixed: dict[tuple[str, int, int], list] = {}
         self._dec_writes: dict[int, np.ndarray] = {}
@@ -258,12 +285,17 @@ class Components:
         res = run_phase(ph, self.sim, None if at is None else self.bin_offset(at))
         tail = join_tail(npu, T)
         ends = tuple(res.ends[f"{lay}.{w.name}"] - tail for lay, w in self.gemms(kind, layer))
+        t = ph._task_arrays()
+        tile = t[0] >= 0  # the others are joins, one after each GEMM's tiles
+        tiles = np.stack([np.cumsum(~tile)[tile], t[0][tile], res.task_end[tile] - t[1][tile],
+                          res.task_end[tile]], axis=1).astype(np.float64)
         got = StreamMeasure(
             ends=ends,
             array_busy=res.array_busy,
             stats=res.stats,
             read_bytes=res.reads * hw.memory.geometry.burst_bytes,
             long=res.offsets == 1 and at is None,
+            tiles=tiles,
         )
         self._streams[key] = got
         self.measured["stream"] += 1
@@ -528,6 +560,105 @@ class Components:
             self.measured["read"] += 1
         return got
 
+    def post_prefix(self, layer: int = 0) -> tuple[np.ndarray, float]:
+        """The post stream's weight reads in channel 0 that no weight tile gates (a GEMM's
+        first 2 x arrays tiles load without waiting for a buffer), in channel order up to
+        the first one that waits for a tile, and the cycles they take alone on the channel
+        (every channel holds as many: the tiles stripe over all of them). In npu-only a
+        channel queues these behind its K/V reads (program order) and the rest only once
+        post tiles run. Of the first layer that streams alike (`stream_layer`)."""
+        layer = self.stream_layer("post", layer)
+        got = self._prefix.get(layer)
+        if got is None:
+            ph = _new_phase(self.hw)
+            for lay, w in self.gemms("post", layer):
+                ph.gemm(self.hw.npu, f"{lay}.{w.name}", 1, w.rows, w.cols, self.sim.w_base[(lay, w.name)])
+            addr, _, _, aft = ph.request_arrays()
+            p = self.sim.params
+            mine = ((addr >> p.ch_shift) & p.ch_mask) == 0
+            a, gated = addr[mine], np.nonzero(aft[mine] >= 0)[0]
+            a = a[: gated[0] if len(gated) else len(a)].copy()
+
+            def weights(ph, e):
+                ph.reads(a, -1)
+            got = (a, self._run_on_channel([(weights, 1, 0)]).cycles)
+            self._prefix[layer] = got
+            self.measured["read"] += 1
+        return got
+
+    def kv_read_beside_post(self, kv_len: int, layer: int = 0) -> ChannelWork:
+        """`kv_read` in npu-only, where the channel's ungated post weights (`post_prefix`)
+        queue behind the reads: the controller serves both together (the weights' row
+        hits first), so the reads end when the weights are in too. `base` is one
+        request's reads with the weights, `step` what each further request's reads add;
+        busy cycles and counters are the reads' own (the weights count in the stream).
+        Interpolated between the lengths `kv_read` measures at."""
+        if kv_len <= 0:
+            return ZERO_WORK
+        g = self.banks
+        lo = (kv_len // g) * g
+        if lo == kv_len or lo == 0:
+            return self._read_post_at(kv_len, layer)
+        a = self._read_post_at(lo + 1, layer)
+        if kv_len == lo + 1:
+            return a
+        return _mix(a, self._read_post_at(lo + g, layer), (kv_len - lo - 1) / (g - 1))
+
+    def _read_post_at(self, kv_len: int, layer: int) -> ChannelWork:
+        prefix, _ = self.post_prefix(layer)
+        key = (kv_len, self.stream_layer("post", layer))
+        got = self._read_post.get(key)
+        if got is None:
+            def build(ph, e):
+                ph.reads(self.sim._kv_token_bursts(e, range(0, e.kv_len)), -1)
+
+            def weights(ph, e):
+                ph.reads(prefix, -1)
+            one = self._run_on_channel([(build, 1, kv_len), (weights, 1, 0)])
+            n = self.copies
+            many = self._run_on_channel([(build, 1, kv_len)] * n + [(weights, 1, 0)])
+            own = self._read_at(kv_len)
+            got = ChannelWork(
+                base=one.cycles,
+                step=(many.cycles - one.cycles) / (n - 1),
+                drained_base=one.drained,
+                drained_step=(many.drained - one.drained) / (n - 1),
+                pim_busy=own.pim_busy,
+                stats=own.stats,
+            )
+            self._read_post[key] = got
+            self.measured["read"] += 2
+        return got
+
+    def decode_overlap(self, kv_len: int, layer: int = 0) -> float:
+        """How much shorter a decode's K/V work in npu-only is than its write (drained) and
+        its reads with the post weights behind them (`kv_read_beside_post`) one after the
+        other: the reads start once the write is accepted and overlap its drain (and
+        they read rows it wrote). It moves by a few hundred cycles with where the token
+        falls, so it is measured per `banks`-token class of kv_len, as the mean over
+        OVERLAP_POSITIONS positions in the class of (write + reads) - (write then reads
+        measured together, one decode on a channel)."""
+        g = self.banks
+        lo = (kv_len // g) * g
+        key = (lo, self.stream_layer("post", layer))
+        got = self._overlap.get(key)
+        if got is None:
+            prefix, _ = self.post_prefix(layer)
+            diffs = []
+            for o in OVERLAP_POSITIONS:
+                kv = lo + o * g // len(OVERLAP_POSITIONS) + 1
+
+                def both(ph, e):
+                    ph.writes(self.sim._kv_token_bursts(e, range(e.kv_len, e.kv_len + 1)))
+                    ph.reads(self.sim._kv_token_bursts(e, range(0, e.kv_len)), -1)
+                    ph.reads(prefix, -1)
+                joint = self._run_on_channel([(both, 1, kv)]).cycles
+                apart = self.kv_write(1, kv).drained_base + self.kv_read_beside_post(kv, layer).base
+                diffs.append(apart - joint)
+            got = self._overlap[key] = float(np.mean(diffs))
+            self.measured["read"] += len(OVERLAP_POSITIONS)
+        return got
+
     def _fake_entry(self, q_len: int, kv_len: int, channel: int) -> BatchEntry:
         e = BatchEntry(self._fake, q_len, kv_len, channel)
         self._fake -= 1
@@ -575,6 +706,7 @@ class Run(NamedTuple):
     pim_busy: float
     reads: float
     offsets: int  # how many refresh offsets it was averaged over
+    task_end: np.ndarray  # per NPU task, its end (phase-relative)
 
 
 # A run shorter than this many refresh intervals is repeated from REFRESH_OFFSETS evenly
@@ -632,6 +764,7 @@ def run_phase(ph: Phase, sim: IterationSimulator, offset: int | None = None) -> 
         pim_busy=sum(float(r.pim_busy.sum()) for r, _ in runs) / n,
         reads=sum(r.reads for r, _ in runs) / n,
         offsets=n,
+        task_end=sum(np.asarray(r.task_end, np.float64) for r, _ in runs) / n,
     )
 
 
@@ -678,6 +811,7 @@ def _interpolate(a: StreamMeasure, lo: int, b: StreamMeasure, hi: int, s: int) -
         stats=a.stats,  # weight traffic does not depend on the token count
         read_bytes=a.read_bytes,
         long=a.long and b.long,
+        tiles=_Tiles(a.tiles, b.tiles, f),
     )
 
 
@@ -703,4 +837,5 @@ def _extend(first, last, s: int) -> StreamMeasure:
         stats=b.stats,
         read_bytes=b.read_bytes,
         long=a.long and b.long,
+        tiles=_Tiles(a.tiles, b.tiles, 1 + f),  # b + (b - a) f
     )

@@ -15,8 +15,14 @@ One interface, two implementations:
 
   * npu-only, one phase per layer: pre (norm, QKV), attention on the NPU, post
     (projection, FFN). A channel serves QKV weights, then its K/V writes and reads, then
-    post weights, so the post stream waits for the slowest channel; attention runs on
-    array `req % arrays` once its K/V arrived and delays that array's next tiles.
+    post weights (program order); the post weights no tile gates are served together
+    with the K/V reads (measured so), so the post stream's weights are in once the
+    slowest channel is through; attention runs on array `req % arrays` once its K/V
+    arrived. The post stream is replayed tile by tile from its measurement alone: each
+    tile waits for its array (QKV tiles, attention) and for its weights, which a channel
+    offers in order once the tile two back on the array ended (double buffering). A
+    uniform shift of the post stream, as before, was 5 % short on micro decode
+    iterations.
   * npu+pim, and neupims below the sub-batch threshold, two phases per layer: pre, then
     per channel the decodes' K/V writes and PIM GEMVs (measured together, as they start
     together) beside the prefills' writes and reads, and prefill attention on the arrays;
@@ -24,7 +30,9 @@ One interface, two implementations:
   * neupims with sub-batches: sb1.pre, then per layer two phases in which one sub-batch's
     weight stream (post of the last layer + pre of this one, then its K/V writes) runs
     while the other's attention runs on PIM from the phase start: phase = max(NPU side
-    slowed by the PIM beside it, the slowest channel's PIM + writes); then sb2.post.
+    slowed by the PIM beside it, the slowest channel's PIM + writes); then sb2.post. With
+    a start cycle and short streams, the first and the last phase's streams (no PIM
+    beside them) are measured at the refresh offsets they start at; the others averaged.
 
   Inside a phase, vector operators are replayed exactly over the measured tile ends (the
   engine issues NPU tasks in program order: a vector task starts when the vector unit is
@@ -36,7 +44,8 @@ One interface, two implementations:
   npu-only iterations whose weight streams are short (a few refresh intervals: small
   models) are composed layer by layer, each weight stream and decode piece measured at the
   offset in the refresh period where it starts (Components.refresh_bin); otherwise, and for
-  interleaved iterations, pieces are averaged over offsets. What the composition cannot
+  interleaved iterations but for the streams of their first and last phases, pieces are
+  averaged over offsets. What the composition cannot
   see: other engine state carried from one phase to the next (open rows), and
   interactions beyond the two calibrations. tests/test_serving_cost_model.py measures the
   difference to `ExactCost`.
@@ -64,7 +73,7 @@ from neupims_py.compiler.iteration import BatchEntry, IterationSimulator
 from neupims_py.engine.dram import CH_NEXT_REF, G_CLK
 from neupims_py.formats import NUM_STATS, Stat
 from neupims_py.npu import VectorOp, attention_timing, rows_cycles, vector_cycles
-from neupims_py.serving.components import ChannelWork, Components, join_tail
+from neupims_py.serving.components import ChannelWork, Components, join_tail, tile_array
 
 # Per-iteration operator groups recorded in iterations.csv (cycles summed over layers).
 OP_GROUPS = ("qkv", "proj", "ffn", "attention_npu", "attention_pim", "vector")
@@ -267,13 +276,12 @@ def _post_steps(model, npu, T: int, pim_lens: list[int], elems_per_row: int) -> 
     return steps
 
 
-def _replay(steps: list[_Step], tile_ends) -> list[float]:
+def _replay(steps: list[_Step], tile_ends, last: float = 0.0, vfree: float = 0.0) -> list[float]:
     """End cycle of every step, as the engine's in-order NPU task issue gives them: a GEMM's
     join starts after every earlier task (its own tiles end at `tile_ends`, in GEMM order),
-    a vector task after the vector unit is free and its dependency ended."""
+    a vector task after the vector unit is free and its dependency ended. `last`: when
+    the tasks before `steps` end; `vfree`: when the vector unit is free."""
     ends: list[float] = []
-    last = 0.0
-    vfree = 0.0
     g = 0
     for st in steps:
         if st.gemm:
@@ -431,12 +439,15 @@ class ReuseCost(CostModel):
         return [e.kv_len + e.q_len for e in entries if self.pim and e.q_len == 1]
 
     def _attention_arrays(self, entries, start: float, reads_from: dict[int, float],
-                          spans: list | None = None) -> tuple[float, float]:
+                          spans: list | None = None, read=None,
+                          free: dict | None = None) -> tuple[float, float]:
         """Attention on the NPU of `entries`, queued on array req % arrays from `start`, each
-        once its cached K/V were read: a channel serves its requests' reads in program order
-        from `reads_from[channel]`. Returns (end of the last one, busy cycles); appends each
-        one's (track, name, start, end) to `spans` if given."""
-        free: dict[int, float] = {}
+        once its cached K/V were read: a channel serves its requests' reads (pieces
+        `read(entry)`, default `kv_read`) in program order from `reads_from[channel]`.
+        Returns (end of the last one, busy cycles); appends each one's (track, name, start,
+        end) to `spans` if given; leaves each array's last attention end in `free`."""
+        read = read or (lambda e: self.parts.kv_read(e.kv_len))
+        free = {} if free is None else free
         done: dict[int, list[ChannelWork]] = {}
         busy = end = 0.0
         for e in entries:
@@ -445,7 +456,7 @@ class ReuseCost(CostModel):
             ready = start
             if e.kv_len > 0:
                 lst = done.setdefault(e.channel, [])
-                lst.append(self.parts.kv_read(e.kv_len))
+                lst.append(read(e))
                 ready = max(ready, reads_from.get(e.channel, 0.0) + _channel_time(lst))
             a = e.req % self.arrays
             c = self._attention_npu(e)
@@ -549,8 +560,7 @@ class ReuseCost(CostModel):
         averaged over offsets)."""
         if start is None or self.parts.refresh_bin(0) is None:
             return False
-        kind = "fused" if not self.pim else "post"
-        return self.parts.stream_is_short(kind, sum(e.q_len for e in batch))
+        return self.parts.stream_is_short("post", sum(e.q_len for e in batch))
 
     def _bin(self, t0: float | None, d: float = 0.0) -> int | None:
         return None if t0 is None else self.parts.refresh_bin(t0 + d)
@@ -561,11 +571,12 @@ class ReuseCost(CostModel):
         timeline: list | None = [] if self.trace else None
         track = self._tracks_refresh(batch, start)
         if self.sim.interleaves(batch) and self.pim:
-            # composed from pieces averaged over refresh offsets: at the offsets the phases
-            # start at, the micro/tiny traces came out 0.1-1 % further from exact
-            cycles, phases, sub = self._interleaved(acc, batch, timeline)
+            # composed from pieces averaged over refresh offsets but the first and last
+            # phases' streams: at the offsets every phase starts at, the micro/tiny traces
+            # came out 0.1-1 % further from exact
+            cycles, phases, sub = self._interleaved(acc, batch, timeline, start)
         else:
-            body, kinds = (self._npu_only, ("fused",)) if not self.pim else (self._serial, ("pre", "post"))
+            body, kinds = (self._npu_only if not self.pim else self._serial), ("pre", "post")
             cycles, phases, sub = 0.0, None, 1
             runs = [(layer, 1) for layer in range(self.layers)] if track else self._layer_runs(kinds, self.layers)
             for first, n in runs:
@@ -610,31 +621,85 @@ class ReuseCost(CostModel):
     def _npu_only(self, acc: _Acc, batch, first: int, L: int, timeline: list | None = None,
                   t0: float | None = None):
         """One phase per layer (for the L layers from `first`, which stream alike): pre,
-        attention on the NPU, post, weights as one stream. A channel serves QKV weights,
-        then its K/V writes and reads, then post weights; the post stream (which needs every
-        channel) waits for the slowest channel and for the attention queued on the
-        arrays. `t0`: the engine cycle the phase starts at (None: anywhere)."""
+        attention on the NPU, post. A channel serves QKV weights, then its K/V writes and
+        reads, then post weights (program order). The post weights that no tile gates
+        (`Components.post_prefix`) queue behind the K/V reads and are served with them
+        (`kv_read_beside_post`: the reads end when both are in); a channel without K/V
+        reads serves them after QKV, one with writes only after its writes. So the post
+        stream's weights are in once the slowest channel is through (X). Attention runs on
+        array `req % arrays` once its K/V arrived. The post stream, measured alone (at the
+        refresh offset it starts at), is replayed tile by tile: a tile starts when its
+        array is free (QKV tiles, attention) and no sooner than it started alone, counted
+        from X minus the ungated weights' time alone (they are in at X already).
+        `t0`: the engine cycle the phase starts at (None: anywhere)."""
         T = sum(e.q_len for e in batch)
-        sm = self.parts.stream("fused", T, first, self._bin(t0))
-        steps, j = self._steps("fused", T, [])
-        n_pre = sum(1 for s in steps[: j + 1] if s.gemm)
-        pre_ends = _replay(steps[: j + 1], sm.ends[:n_pre])
+        A = self.arrays
+        # the pre part of the layer's whole stream: its post weights that no tile gates
+        # load beside QKV on the channels without K/V work
+        fused = self.parts.stream("fused", T, first, self._bin(t0))
+        steps_pre, j = _pre_steps(self.model, self.hw.npu, T)
+        n_pre = sum(1 for st in steps_pre if st.gemm)
+        pre_ends = _replay(steps_pre, fused.ends[:n_pre])
+        pre_tiles = [t for t in tile_array(fused).tolist() if t[0] < n_pre]
         j_end = pre_ends[j]
-        writes, reads = self._writes(batch), self._reads(batch)
-        io_end = {c: j_end + _channel_time(_works(writes.get(c, [])), drained=True) for c in writes}
+        _, U = self.parts.post_prefix(first)
+        writes = self._writes(batch)
+        reads = self._by_channel(batch, lambda e: self.parts.kv_read_beside_post(e.kv_len, first)
+                                 if e.kv_len > 0 else None)
+        # on a channel of decodes only, the reads overlap the writes' drain by what
+        # `decode_overlap` measured for its first decode
+        plain = {e.channel for e in batch if e.q_len > 1 or e.kv_len == 0}
+        overlap: dict[int, float] = {}
+        for e in batch:
+            if e.channel not in plain and e.channel not in overlap:
+                overlap[e.channel] = self.parts.decode_overlap(e.kv_len, first)
+        io_end = {c: j_end + _channel_time(_works(writes.get(c, [])), drained=True) - overlap.get(c, 0.0)
+                  for c in writes}
         attn_spans = [] if timeline is not None else None
-        attn_end, attn_busy = self._attention_arrays(batch, j_end, io_end, attn_spans)
-        chans = {c: self._combine(writes.get(c, []), [], reads.get(c, []), 0.0, j_end)
+        free: dict[int, float] = {}
+        attn_end, attn_busy = self._attention_arrays(
+            batch, j_end, io_end, attn_spans, lambda e: self.parts.kv_read_beside_post(e.kv_len, first), free)
+        chans = {c: self._combine(writes.get(c, []), [], reads.get(c, []), 0.0, j_end) - overlap.get(c, 0.0)
                  for c in set(writes) | set(reads)}
         chan_end = max(chans.values(), default=0.0)
-        qkv_tiles = sm.ends[n_pre - 1]
-        shift = max(0.0, max(chan_end, attn_end) - qkv_tiles)
-        tiles = list(sm.ends[:n_pre]) + [t + shift for t in sm.ends[n_pre:]]
-        ends = _replay(steps, tiles)
+        X = max((chans[c] + (0.0 if c in reads else U) for c in chans), default=j_end)
+        post = self.parts.stream("post", T, first, self._bin(t0, X - U))
+        for _, a, _, end in pre_tiles:
+            free[a] = max(free.get(a, 0.0), end)
+        rot = len(pre_tiles) % A
+        back = A * (2 if self.hw.npu.double_buffered else 1)
+        gemm_end: dict[int, float] = {}
+        ends_of: dict[int, list] = {}  # per GEMM: (alone end, composed end) of its tiles
+        offer, offer_alone = X - U, 0.0
+        gated = False
+        for g, a, s0, e0 in tile_array(post).tolist():
+            a = int(a)
+            mine = ends_of.setdefault(g, [])
+            if len(mine) >= back:
+                gated = True
+            if gated:
+                # a channel offers weight reads in order, a tile's once the tile `back`
+                # before it on its array ended: it arrives as long after its offer as alone
+                gate = mine[-back] if len(mine) >= back else (-np.inf, -np.inf)
+                offer_alone = max(offer_alone, gate[0])
+                offer = max(offer, gate[1])
+                arrive = offer + (s0 - offer_alone)
+            else:
+                arrive = X - U + s0
+            a = (a + rot) % A
+            st = max(free.get(a, 0.0), arrive)
+            free[a] = st + (e0 - s0)
+            mine.append((e0, free[a]))
+            gemm_end[g] = max(gemm_end.get(g, 0.0), free[a])
+        steps_post = _post_steps(self.model, self.hw.npu, T, [], self.parts.elems_per_row)
+        post_ends = _replay(steps_post, [gemm_end[g] for g in sorted(gemm_end)],
+                            last=max(max(pre_ends), attn_end), vfree=max(pre_ends))
+        steps, _ = self._steps("fused", T, [])
+        ends = pre_ends + post_ends
         phase = max(max(ends), chan_end, attn_end) + 1
         self._account_steps(acc, steps, ends, L)
-        acc.array_busy += (sm.array_busy + attn_busy) * L
-        acc.stats += sm.stats * L
+        acc.array_busy += (fused.array_busy + attn_busy) * L
+        acc.stats += fused.stats * L
         acc.ops["attention_npu"] += (attn_end - j_end) * L if attn_busy else 0.0
         self._account_channels(acc, writes, L)
         self._account_channels(acc, reads, L)
@@ -696,7 +761,7 @@ class ReuseCost(CostModel):
                                               TracePhase("post", ph2, 0, tuple(_step_spans(steps, ends, len(steps), 0))))))
         return (ph1 + ph2) * L, (("pre+mha", ph1), ("post", ph2)), 1
 
-    def _sub_phase(self, acc, kind, npu_sb, attn_sb, w, trace=None, layer: int = 0):
+    def _sub_phase(self, acc, kind, npu_sb, attn_sb, w, trace=None, layer: int = 0, at: int | None = None):
         """One interleaved phase: `npu_sb` runs its weight stream (`kind`) and, when the
         stream holds a pre, its K/V writes after QKV; `attn_sb` attends: PIM GEMVs from the
         phase start, side by side with the stream (which they slow down by
@@ -707,7 +772,7 @@ class ReuseCost(CostModel):
         attention sub-batch, attention layer offset) to append this phase's TracePhase to.
         `layer`: the layer whose weights the stream reads (its first, for 'layer')."""
         T = sum(e.q_len for e in npu_sb)
-        sm = self.parts.stream(kind, T, layer)
+        sm = self.parts.stream(kind, T, layer, at)
         steps, j = self._steps(kind, T, self._pim_lens(npu_sb))
         pims = self._pims(attn_sb) if attn_sb is not None else {}
         pim_side = max((_channel_time(p) for p in pims.values()), default=0.0)
@@ -750,7 +815,7 @@ class ReuseCost(CostModel):
             out.append(TracePhase(label, phase, layer, tuple(spans)))
         return phase
 
-    def _interleaved(self, acc: _Acc, batch, timeline: list | None = None):
+    def _interleaved(self, acc: _Acc, batch, timeline: list | None = None, t0: float | None = None):
         """neupims with sub-batches, the phases of IterationSimulator.plan(): sb1.pre, then
         per layer l (sb2.npu|sb1.pim: sb2's post of l-1 and pre of l, sb1's attention of l;
         sb1.npu|sb2.pim: sb1's post of l and pre of l+1, sb2's attention of l), sb2.post."""
@@ -760,7 +825,8 @@ class ReuseCost(CostModel):
 
         def at(block, label, layer, sb, attn_sb, attn_layer):
             return None if tr is None else (tr[block], label, layer, sb, attn_sb, attn_layer)
-        first = self._sub_phase(acc, "pre", sb1, None, 1, at(0, "sb1.pre", 0, 1, 0, 0))
+        first = self._sub_phase(acc, "pre", sb1, None, 1, at(0, "sb1.pre", 0, 1, 0, 0), 0,
+                                self._bin(t0) if self._tracks_refresh(sb1, t0) else None)
         a0 = self._sub_phase(acc, "pre", sb2, sb1, 1, at(0, "sb2.npu|sb1.pim", 0, 2, 1, 0))
         total = first + a0
         phases = [("sb1.pre", first), ("sb2.npu|sb1.pim", a0)]
@@ -779,8 +845,10 @@ class ReuseCost(CostModel):
             if tr is not None:
                 blocks.append(TraceBlock(lay, n, tuple(tr[1])))
         last = self._sub_phase(acc, "post", sb1, sb2, 1, at(2, "sb1.npu|sb2.pim", 0, 1, 2, 0), L - 1)
-        end = self._sub_phase(acc, "post", sb2, None, 1, at(2, "sb2.post", 0, 2, 0, 0), L - 1)
-        total += last + end
+        total += last
+        end = self._sub_phase(acc, "post", sb2, None, 1, at(2, "sb2.post", 0, 2, 0, 0), L - 1,
+                              self._bin(t0, total) if self._tracks_refresh(sb2, t0) else None)
+        total += end
         phases += [("sb1.npu|sb2.pim", last), ("sb2.post", end)]
         if timeline is not None:
             timeline.append(TraceBlock(0, 1, tuple(tr[0])))
