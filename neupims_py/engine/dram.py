@@ -1624,77 +1624,93 @@ def _may_move(p, s, ch):
 
 
 @kernel(inline="always")
-def _wake_after_change(p, s, b, ch, c):
-    """The next cycle to tick a channel whose state changed at cycle c: c + 1 if anything
-    may happen then, else the earliest cycle a command can become ready (the command queues
-    whose bound the change reset are searched now, as at c + 1). Refresh, PIM streams and
-    channels without the queue bitmasks simply come back at c + 1."""
+def _next_wake(p, s, b, pb, ch, c, changed):
+    """The next cycle to tick a channel ticked at cycle c (after `changed`: its state
+    changed): the earliest cycle after c at which its state could change.
+
+    After a change that is c + 1 if anything may happen then; refresh, PIM streams and
+    channels without the queue bitmasks simply come back at c + 1. Otherwise it is the
+    least of the refresh and PIM cycles and of the command queues' ready bounds, with the
+    queues whose bound the change reset searched now, as at c + 1, and the bound that
+    decides refreshed: a bound is a cycle before which the queue cannot issue, set when it
+    was last searched; timing raised since (commands at other banks) may have overtaken
+    it, so the queue holding the least bound is searched at that cycle, until one is found
+    ready there (no tick that finds nothing to do)."""
     nxt = c + 1
-    if (
-        s.chan[ch, CH_REFQ_LEN] > 0
-        or s.chan[ch, CH_NEXT_REF] <= nxt
-        or s.chan[ch, CH_PIM_MODE] != 0
-        or s.queue.shape[1] > MASK_QUEUES
-        or _may_move(p, s, ch)
-    ):
-        return nxt
-    live = s.chan[ch, CH_QMASK]
-    m = live & s.chan[ch, CH_QDIRTY]
-    while m != 0:
-        q = ctz(m)
-        m &= m - 1
-        if s.queue[ch, q, QU_LB] <= nxt:
-            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, nxt, p.close_page,
-                                            p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
-            if need >= 0:
-                return nxt
-        s.chan[ch, CH_QDIRTY] &= ~(1 << q)
-        if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
-            s.chan[ch, CH_MINLB] = s.queue[ch, q, QU_LB]
-    t = s.chan[ch, CH_NEXT_REF]
-    while live != 0:
-        q = ctz(live)
-        live &= live - 1
-        if s.queue[ch, q, QU_LB] < t:
-            t = s.queue[ch, q, QU_LB]
-    return t if t > nxt else nxt
-
-
-@kernel(inline="always")
-def _next_event(p, s, b, pb, ch, clk):
-    """Earliest cycle after clk at which an idle channel's state could change."""
-    t = s.chan[ch, CH_NEXT_REF]
-    if pb.pc[ch] < pb.end[ch] and clk < pb.lb[ch] < t:
-        t = pb.lb[ch]
-    if s.chan[ch, CH_REFQ_LEN] > 0:
-        rank = s.chan[ch, CH_REFQ + 0]
-        per_rank = p.bankgroups * p.banks_per_group
-        base = (ch * p.ranks + rank) * per_rank
-        for i in range(per_rank):
-            gb = base + i
-            bt = _ready_at(s.bank, s.tnext, s.floor, PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF, gb)
-            if clk < bt < t:
-                t = bt
     nq = s.queue.shape[1]
-    if nq > MASK_QUEUES:
-        for q in range(nq):
-            # every non-empty queue outside a refresh was scanned this cycle and set q_lb
-            if s.queue[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
+    if changed:
+        if (
+            s.chan[ch, CH_REFQ_LEN] > 0
+            or s.chan[ch, CH_NEXT_REF] <= nxt
+            or s.chan[ch, CH_PIM_MODE] != 0
+            or nq > MASK_QUEUES
+            or _may_move(p, s, ch)
+        ):
+            return nxt
+        t = s.chan[ch, CH_NEXT_REF]
+        live = s.chan[ch, CH_QMASK]
+        dirty = live & s.chan[ch, CH_QDIRTY]
+    else:
+        t = s.chan[ch, CH_NEXT_REF]
+        if pb.pc[ch] < pb.end[ch] and c < pb.lb[ch] < t:
+            t = pb.lb[ch]
+        if s.chan[ch, CH_REFQ_LEN] > 0:
+            rank = s.chan[ch, CH_REFQ + 0]
+            per_rank = p.bankgroups * p.banks_per_group
+            base = (ch * p.ranks + rank) * per_rank
+            for i in range(per_rank):
+                gb = base + i
+                bt = _ready_at(s.bank, s.tnext, s.floor, PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF, gb)
+                if c < bt < t:
+                    t = bt
+        if nq > MASK_QUEUES:
+            for q in range(nq):
+                # every non-empty queue outside a refresh was scanned this cycle and set q_lb
+                if s.queue[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
+                    continue
+                bt = s.queue[ch, q, QU_LB]
+                if c < bt < t:
+                    t = bt
+            return t
+        live = s.chan[ch, CH_QMASK]
+        if s.chan[ch, CH_IN_REF] != 0:
+            per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
+            live &= ~(((1 << per_rank_q) - 1) << (s.chan[ch, CH_REF_RANK] * per_rank_q))
+        dirty = 0
+    # one search call site (it is inlined): the dirty queues at nxt, then the least bound
+    while True:
+        if dirty != 0:
+            q = ctz(dirty)
+            dirty &= dirty - 1
+            at = nxt
+            if s.queue[ch, q, QU_LB] > nxt:
+                s.chan[ch, CH_QDIRTY] &= ~(1 << q)
+                if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
+                    s.chan[ch, CH_MINLB] = s.queue[ch, q, QU_LB]
                 continue
-            bt = s.queue[ch, q, QU_LB]
-            if clk < bt < t:
-                t = bt
-        return t
-    m = s.chan[ch, CH_QMASK]
-    while m != 0:
-        q = ctz(m)
-        m &= m - 1
-        if _queue_in_ref(p, s, ch, q):
-            continue
-        bt = s.queue[ch, q, QU_LB]
-        if clk < bt < t:
-            t = bt
-    return t
+        else:
+            q = -1
+            at = t
+            m = live
+            while m != 0:
+                q2 = ctz(m)
+                m &= m - 1
+                if s.queue[ch, q2, QU_LB] < at:
+                    at = s.queue[ch, q2, QU_LB]
+                    q = q2
+            if q < 0:
+                break
+            if at < nxt:
+                at = nxt
+        need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, at, p.close_page,
+                                        p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
+        if need >= 0:
+            return at
+        if s.chan[ch, CH_QDIRTY] & (1 << q):
+            s.chan[ch, CH_QDIRTY] &= ~(1 << q)
+            if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
+                s.chan[ch, CH_MINLB] = s.queue[ch, q, QU_LB]
+    return t if t > nxt else nxt
 
 
 @kernel(inline="always")
@@ -1855,7 +1871,7 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
             if t < s.chan[ch, CH_WAKE]:
                 s.chan[ch, CH_WAKE] = t
     # A channel whose state changed at cycle c is visited again at c + 1 only if something
-    # can happen then (``_wake_after_change``). The loop still visits c + 1 as a step without
+    # can happen then (``_next_wake``). The loop still visits c + 1 as a step without
     # ticks (ctl[C_QUIET]), as if every changed channel came back then: the front end offers, the phases
     # and the clock left in the state are those of a visit of every changed channel at c + 1.
     while True:
@@ -1897,15 +1913,13 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
         for ch in range(nch):
             if s.chan[ch, CH_WAKE] <= c:
                 ctl[C_TICKS] += 1
-                if _tick_channel(p, s, b, pb, nt, ctl, log, ch, c):
-                    if pb.pc[ch] < pb.end[ch]:
-                        s.chan[ch, CH_WAKE] = c + 1
-                    else:
-                        s.chan[ch, CH_WAKE] = _wake_after_change(p, s, b, ch, c)
-                        if s.chan[ch, CH_WAKE] > c + 1:
-                            ctl[C_QUIET] = c + 1
+                changed = _tick_channel(p, s, b, pb, nt, ctl, log, ch, c)
+                if changed and pb.pc[ch] < pb.end[ch]:
+                    s.chan[ch, CH_WAKE] = c + 1
                 else:
-                    s.chan[ch, CH_WAKE] = _next_event(p, s, b, pb, ch, c)
+                    s.chan[ch, CH_WAKE] = _next_wake(p, s, b, pb, ch, c, changed)
+                    if changed and s.chan[ch, CH_WAKE] > c + 1:
+                        ctl[C_QUIET] = c + 1
         # the front end offers requests after the memory ticked
         left = _offer(p, s, b, nt, ctl, c)
         if ctl[C_NPU_PROGRESS] != 0:
