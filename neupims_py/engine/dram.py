@@ -1623,6 +1623,9 @@ def _may_move(p, s, ch):
     return s.chan[ch, CH_RQ_LEN] > 0 and (s.chan[ch, CH_STUCK] & 1) == 0
 
 
+REFRESH_BOUNDS = 1  # least ready bounds that a wake-up after a change searches again
+
+
 @kernel(inline="always")
 def _next_wake(p, s, b, pb, ch, c, changed):
     """The next cycle to tick a channel ticked at cycle c (after `changed`: its state
@@ -1672,12 +1675,19 @@ def _next_wake(p, s, b, pb, ch, c, changed):
                 if c < bt < t:
                     t = bt
             return t
-        live = s.chan[ch, CH_QMASK]
-        if s.chan[ch, CH_IN_REF] != 0:
-            per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
-            live &= ~(((1 << per_rank_q) - 1) << (s.chan[ch, CH_REF_RANK] * per_rank_q))
-        dirty = 0
-    # one search call site (it is inlined): the dirty queues at nxt, then the least bound
+        m = s.chan[ch, CH_QMASK]
+        while m != 0:
+            q = ctz(m)
+            m &= m - 1
+            if _queue_in_ref(p, s, ch, q):
+                continue
+            bt = s.queue[ch, q, QU_LB]
+            if c < bt < t:
+                t = bt
+        return t
+    # one search call site (it is inlined): the dirty queues at nxt, then the least bound,
+    # refreshed at most REFRESH_BOUNDS times (with many queues, many bounds may be stale)
+    refresh = REFRESH_BOUNDS
     while True:
         if dirty != 0:
             q = ctz(dirty)
@@ -1698,8 +1708,10 @@ def _next_wake(p, s, b, pb, ch, c, changed):
                 if s.queue[ch, q2, QU_LB] < at:
                     at = s.queue[ch, q2, QU_LB]
                     q = q2
-            if q < 0:
+            if q < 0 or refresh == 0:
+                t = at
                 break
+            refresh -= 1
             if at < nxt:
                 at = nxt
         need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, at, p.close_page,
