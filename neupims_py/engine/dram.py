@@ -1623,7 +1623,7 @@ def _may_move(p, s, ch):
     return s.chan[ch, CH_RQ_LEN] > 0 and (s.chan[ch, CH_STUCK] & 1) == 0
 
 
-REFRESH_BOUNDS = 1  # least ready bounds that a wake-up after a change searches again
+REFRESH_BOUNDS = 3  # least ready bounds that a wake-up after a change searches again
 
 
 @kernel(inline="always")
