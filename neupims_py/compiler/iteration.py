@@ -222,8 +222,8 @@ class IterationSimulator:
 
         Left out, as they hold nothing between phases: the transaction queues, write buffer
         and their address tables (empty: checked through the channel's lengths), command
-        queue items (lengths checked), counters (stats, latency histogram) and the
-        constant rule spans. tests/test_compiler_modes.py pins the engine state's layout
+        queue items and their hit counts (lengths checked: empty queues count no hits),
+        counters (stats, latency histogram) and the constant rule spans. tests/test_compiler_modes.py pins the engine state's layout
         this reads, so a change there is seen."""
         rpl = self._weight_rows_per_layer()
         st = self.state

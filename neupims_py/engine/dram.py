@@ -187,14 +187,18 @@ RK_COLS = RK_FAW + 4
 ) = range(18)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 
-QU_LEN, QU_LB, QU_HEAD, QU_ITEMS = 0, 1, 2, 3  # queue[ch, q, :]: length, ready bound, head
-# offset, then room for twice the queue's capacity of items (a window that slides on as the
+QU_LEN, QU_LB, QU_HEAD, QU_HITS, QU_ITEMS = 0, 1, 2, 3, 4  # queue[ch, q, :]: length, ready
+# bound, head offset, hits (per-bank queues: the items on their bank's open row, reads in
+# the low HIT_BITS bits, writes above, kept as items come and go and rows open and close),
+# then room for twice the queue's capacity of items (a window that slides on as the
 # front is served, compacted when it reaches the end: taking the first item moves nothing).
 # Item k of a command queue is the pair queue[ch, q, QU_ITEMS + 2 (head + k)] = request id
 # | column << RID_BITS and the next word = its key: (global bank << KEY_BANK_SHIFT) |
 # (row << 1) | is_write, so the FR-FCFS search reads one short contiguous row instead of a
 # request row (scattered over the batch) per queued request.
 KEY_BANK_SHIFT = 32
+HIT_BITS = 32
+HIT_MASK = (1 << HIT_BITS) - 1
 KEY_ROW_MASK = (1 << (KEY_BANK_SHIFT - 1)) - 1
 
 G_CLK, G_FLUSH = 0, 1
@@ -824,6 +828,18 @@ def _reset_all_bounds(s, ch):
 
 
 @kernel(inline="always")
+def _count_hits(queue, ch, q, row):
+    """QU_HITS of command queue q when `row` is its bank's open row (per-bank queues)."""
+    base = QU_ITEMS + 2 * queue[ch, q, QU_HEAD]
+    h = 0
+    for j in range(queue[ch, q, QU_LEN]):
+        key = queue[ch, q, base + 2 * j + 1]
+        if (key >> 1) & KEY_ROW_MASK == row:
+            h += 1 << (HIT_BITS * (key & 1))
+    return h
+
+
+@kernel(inline="always")
 def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
     """Issue one normal DRAM command (request `rid` at queue position (q, k), or -1 for
     refresh / PIM housekeeping): results, statistics, timing, bank state, queues."""
@@ -910,6 +926,15 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         s.queue[ch, qb, QU_LB] = 0
         if s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QDIRTY] |= 1 << qb
+        if p.per_bank_queues:
+            # the bank's queue's hits on its open row (q == qb for a column command)
+            if cmd == RD or cmd == WR:
+                key = s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k) + 1]
+                s.queue[ch, q, QU_HITS] -= 1 << (HIT_BITS * (key & 1))
+            elif cmd == ACT:
+                s.queue[ch, qb, QU_HITS] = _count_hits(s.queue, ch, qb, row)
+            else:
+                s.queue[ch, qb, QU_HITS] = 0
     if _is_rw(cmd):
         n = s.queue[ch, q, QU_LEN]
         _window_take(s.queue[ch, q], QU_HEAD, QU_ITEMS, k, n)
@@ -1032,7 +1057,12 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
     A miss behind the first item is always held (ArbitratePrecharge: an earlier command to
     its bank), so only hits are searched past the first item, and only when their timing
-    is met: a queue waiting on timing costs O(1)."""
+    is met and the queue holds hits of that kind (QU_HITS): a queue waiting on timing costs
+    O(1). The bound left when nothing is ready is the least cycle of the commands the
+    queue can use (PRE only when the first item's precharge is not held, RD / WR only with
+    read / write hits), so the channel is not woken for a command nothing waits for; what
+    decides (hits, the open row, the bank's hit count) changes only with an issue at the
+    bank or a new item, both of which reset the bound."""
     key0 = queue[ch, q, base + 1]
     gb = key0 >> KEY_BANK_SHIFT
     orow = bank[gb, BK_OPEN_ROW]
@@ -1049,21 +1079,16 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
-    # a precharge only ever serves the first item: when that is a hit, PRE's cycle bears
-    # on nothing until the hit has issued (a change, which resets the bound)
-    miss0 = (key0 >> 1) & KEY_ROW_MASK != orow
-    t_pre = _ready_at(bank, tnext, floor, PRE, gb) if miss0 else INF
-    if miss0 and clk >= t_pre:
-        # the first item's precharge, unless hits on the open row come first (row-hit cap)
-        hits = False
-        for j in range(n):
-            if (queue[ch, q, base + 2 * j + 1] >> 1) & KEY_ROW_MASK == orow:
-                hits = True
-                break
-        if not hits or bank[gb, BK_HITS] >= row_hit_cap:
+    hits = queue[ch, q, QU_HITS]
+    # a precharge only ever serves the first item, when it is a miss and no hit on the open
+    # row comes first (row-hit cap)
+    t_pre = INF
+    if (key0 >> 1) & KEY_ROW_MASK != orow and (hits == 0 or bank[gb, BK_HITS] >= row_hit_cap):
+        t_pre = _ready_at(bank, tnext, floor, PRE, gb)
+        if clk >= t_pre:
             return PRE, 0
-    t_rd = _ready_at(bank, tnext, floor, rd, gb)
-    t_wr = _ready_at(bank, tnext, floor, wr, gb)
+    t_rd = _ready_at(bank, tnext, floor, rd, gb) if hits & HIT_MASK else INF
+    t_wr = _ready_at(bank, tnext, floor, wr, gb) if hits >> HIT_BITS else INF
     rd_ok = clk >= t_rd
     wr_ok = clk >= t_wr
     if rd_ok or wr_ok:
@@ -1076,14 +1101,12 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
                     return wr, k
             elif rd_ok:
                 return rd, k
-    # nothing ready: the least of the three cycles still to come bounds every item's
-    lb = INF
-    if not rd_ok:
+    # nothing ready: the least of the cycles still to come (INF: none) bounds every item's
+    lb = t_pre
+    if not rd_ok and t_rd < lb:
         lb = t_rd
     if not wr_ok and t_wr < lb:
         lb = t_wr
-    if clk < t_pre and t_pre < lb:
-        lb = t_pre
     queue[ch, q, QU_LB] = lb
     return -1, -1
 
@@ -1259,6 +1282,8 @@ def _move_one(p, s, b, ch, writes):
         at = QU_ITEMS + 2 * (h + nq_len)
         s.queue[ch, q, at] = w
         s.queue[ch, q, at + 1] = key
+        if p.per_bank_queues and (key >> 1) & KEY_ROW_MASK == s.bank[key >> KEY_BANK_SHIFT, BK_OPEN_ROW]:
+            s.queue[ch, q, QU_HITS] += 1 << (HIT_BITS * (key & 1))
         s.queue[ch, q, QU_LEN] += 1
         s.chan[ch, CH_CQ_TOTAL] += 1
         s.queue[ch, q, QU_LB] = 0
@@ -1350,6 +1375,9 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                 # Newton: the PIM row lives in the normal row buffer
                 s.bank[gb, BK_OPEN_ROW] = row
                 s.bank[gb, BK_HITS] = 0
+                if p.per_bank_queues:
+                    qb = gb - ch * per_rank * p.ranks
+                    s.queue[ch, qb, QU_HITS] = _count_hits(s.queue, ch, qb, row)
                 if s.rank[rk, RK_OPEN] == 0:
                     s.rank[rk, RK_SINCE] = clk
                 s.rank[rk, RK_OPEN] += 1
@@ -1380,6 +1408,8 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                 if not p.pim_dual:
                     s.bank[gb, BK_OPEN_ROW] = -1
                     s.bank[gb, BK_HITS] = 0
+                    if p.per_bank_queues:
+                        s.queue[ch, gb - ch * per_rank * p.ranks, QU_HITS] = 0
                     s.rank[rk, RK_OPEN] -= 1
                     if s.rank[rk, RK_OPEN] == 0:
                         st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank[rk, RK_SINCE]
@@ -1593,78 +1623,106 @@ def _may_move(p, s, ch):
     return s.chan[ch, CH_RQ_LEN] > 0 and (s.chan[ch, CH_STUCK] & 1) == 0
 
 
+REFRESH_BOUNDS = 3  # least ready bounds that a wake-up after a change searches again
+
+
 @kernel(inline="always")
-def _wake_after_change(p, s, b, ch, c):
-    """The next cycle to tick a channel whose state changed at cycle c: c + 1 if anything
-    may happen then, else the earliest cycle a command can become ready (the command queues
-    whose bound the change reset are searched now, as at c + 1). Refresh, PIM streams and
-    channels without the queue bitmasks simply come back at c + 1."""
+def _next_wake(p, s, b, pb, ch, c, changed):
+    """The next cycle to tick a channel ticked at cycle c (after `changed`: its state
+    changed): the earliest cycle after c at which its state could change.
+
+    After a change that is c + 1 if anything may happen then; refresh, PIM streams and
+    channels without the queue bitmasks simply come back at c + 1. Otherwise it is the
+    least of the refresh and PIM cycles and of the command queues' ready bounds, with the
+    queues whose bound the change reset searched now, as at c + 1, and the bound that
+    decides refreshed: a bound is a cycle before which the queue cannot issue, set when it
+    was last searched; timing raised since (commands at other banks) may have overtaken
+    it, so the queue holding the least bound is searched at that cycle, until one is found
+    ready there (no tick that finds nothing to do)."""
     nxt = c + 1
-    if (
-        s.chan[ch, CH_REFQ_LEN] > 0
-        or s.chan[ch, CH_NEXT_REF] <= nxt
-        or s.chan[ch, CH_PIM_MODE] != 0
-        or s.queue.shape[1] > MASK_QUEUES
-        or _may_move(p, s, ch)
-    ):
-        return nxt
-    live = s.chan[ch, CH_QMASK]
-    m = live & s.chan[ch, CH_QDIRTY]
-    while m != 0:
-        q = ctz(m)
-        m &= m - 1
-        if s.queue[ch, q, QU_LB] <= nxt:
-            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, nxt, p.close_page,
-                                            p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
-            if need >= 0:
-                return nxt
-        s.chan[ch, CH_QDIRTY] &= ~(1 << q)
-        if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
-            s.chan[ch, CH_MINLB] = s.queue[ch, q, QU_LB]
-    t = s.chan[ch, CH_NEXT_REF]
-    while live != 0:
-        q = ctz(live)
-        live &= live - 1
-        if s.queue[ch, q, QU_LB] < t:
-            t = s.queue[ch, q, QU_LB]
-    return t if t > nxt else nxt
-
-
-@kernel(inline="always")
-def _next_event(p, s, b, pb, ch, clk):
-    """Earliest cycle after clk at which an idle channel's state could change."""
-    t = s.chan[ch, CH_NEXT_REF]
-    if pb.pc[ch] < pb.end[ch] and clk < pb.lb[ch] < t:
-        t = pb.lb[ch]
-    if s.chan[ch, CH_REFQ_LEN] > 0:
-        rank = s.chan[ch, CH_REFQ + 0]
-        per_rank = p.bankgroups * p.banks_per_group
-        base = (ch * p.ranks + rank) * per_rank
-        for i in range(per_rank):
-            gb = base + i
-            bt = _ready_at(s.bank, s.tnext, s.floor, PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF, gb)
-            if clk < bt < t:
-                t = bt
     nq = s.queue.shape[1]
-    if nq > MASK_QUEUES:
-        for q in range(nq):
-            # every non-empty queue outside a refresh was scanned this cycle and set q_lb
-            if s.queue[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
+    if changed:
+        if (
+            s.chan[ch, CH_REFQ_LEN] > 0
+            or s.chan[ch, CH_NEXT_REF] <= nxt
+            or s.chan[ch, CH_PIM_MODE] != 0
+            or nq > MASK_QUEUES
+            or _may_move(p, s, ch)
+        ):
+            return nxt
+        t = s.chan[ch, CH_NEXT_REF]
+        live = s.chan[ch, CH_QMASK]
+        dirty = live & s.chan[ch, CH_QDIRTY]
+    else:
+        t = s.chan[ch, CH_NEXT_REF]
+        if pb.pc[ch] < pb.end[ch] and c < pb.lb[ch] < t:
+            t = pb.lb[ch]
+        if s.chan[ch, CH_REFQ_LEN] > 0:
+            rank = s.chan[ch, CH_REFQ + 0]
+            per_rank = p.bankgroups * p.banks_per_group
+            base = (ch * p.ranks + rank) * per_rank
+            for i in range(per_rank):
+                gb = base + i
+                bt = _ready_at(s.bank, s.tnext, s.floor, PRE if s.bank[gb, BK_OPEN_ROW] >= 0 else REF, gb)
+                if c < bt < t:
+                    t = bt
+        if nq > MASK_QUEUES:
+            for q in range(nq):
+                # every non-empty queue outside a refresh was scanned this cycle and set q_lb
+                if s.queue[ch, q, QU_LEN] == 0 or _queue_in_ref(p, s, ch, q):
+                    continue
+                bt = s.queue[ch, q, QU_LB]
+                if c < bt < t:
+                    t = bt
+            return t
+        m = s.chan[ch, CH_QMASK]
+        while m != 0:
+            q = ctz(m)
+            m &= m - 1
+            if _queue_in_ref(p, s, ch, q):
                 continue
             bt = s.queue[ch, q, QU_LB]
-            if clk < bt < t:
+            if c < bt < t:
                 t = bt
         return t
-    m = s.chan[ch, CH_QMASK]
-    while m != 0:
-        q = ctz(m)
-        m &= m - 1
-        if _queue_in_ref(p, s, ch, q):
-            continue
-        bt = s.queue[ch, q, QU_LB]
-        if clk < bt < t:
-            t = bt
-    return t
+    # one search call site (it is inlined): the dirty queues at nxt, then the least bound,
+    # refreshed at most REFRESH_BOUNDS times (with many queues, many bounds may be stale)
+    refresh = REFRESH_BOUNDS
+    while True:
+        if dirty != 0:
+            q = ctz(dirty)
+            dirty &= dirty - 1
+            at = nxt
+            if s.queue[ch, q, QU_LB] > nxt:
+                s.chan[ch, CH_QDIRTY] &= ~(1 << q)
+                if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
+                    s.chan[ch, CH_MINLB] = s.queue[ch, q, QU_LB]
+                continue
+        else:
+            q = -1
+            at = t
+            m = live
+            while m != 0:
+                q2 = ctz(m)
+                m &= m - 1
+                if s.queue[ch, q2, QU_LB] < at:
+                    at = s.queue[ch, q2, QU_LB]
+                    q = q2
+            if q < 0 or refresh == 0:
+                t = at
+                break
+            refresh -= 1
+            if at < nxt:
+                at = nxt
+        need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, at, p.close_page,
+                                        p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
+        if need >= 0:
+            return at
+        if s.chan[ch, CH_QDIRTY] & (1 << q):
+            s.chan[ch, CH_QDIRTY] &= ~(1 << q)
+            if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
+                s.chan[ch, CH_MINLB] = s.queue[ch, q, QU_LB]
+    return t if t > nxt else nxt
 
 
 @kernel(inline="always")
@@ -1705,9 +1763,11 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
         b.req[rid, RQ_ADDED] = at
         if ht_get(s.wkeys, s.wvals, a) < 0:
             ht_put(s.wkeys, s.wvals, a, rid)
-            _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid | (_col(p, a) << RID_BITS), _key(p, a, ch, 1))
+            key = _key(p, a, ch, 1)
+            _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid | (_col(p, a) << RID_BITS), key)
             s.chan[ch, CH_WB_LEN] += 1
-            s.chan[ch, CH_STUCK] &= ~2
+            if s.queue[ch, _key_queue(p, s, ch, key), QU_LEN] < p.cmd_queue_size:
+                s.chan[ch, CH_STUCK] &= ~2  # (when its queue is full, it is stuck as well)
             ctl[C_PENDING_WRITES] += 1
         else:
             b.req[rid, RQ_ISSUED] = -2  # merged into the write already pending
@@ -1734,9 +1794,11 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
         b.req[head, RQ_DUP] = rid
     else:
         ht_put(s.rkeys, s.rvals, a, rid)
-        _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid | (_col(p, a) << RID_BITS), _key(p, a, ch, 0))
+        key = _key(p, a, ch, 0)
+        _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid | (_col(p, a) << RID_BITS), key)
         s.chan[ch, CH_RQ_LEN] += 1
-        s.chan[ch, CH_STUCK] &= ~1
+        if s.queue[ch, _key_queue(p, s, ch, key), QU_LEN] < p.cmd_queue_size:
+            s.chan[ch, CH_STUCK] &= ~1  # (when its queue is full, it is stuck as well)
     return True
 
 
@@ -1766,7 +1828,9 @@ def _offer(p, s, b, nt, ctl, c):
             if not _try_add(p, s, b, nt, ctl, rid, ch, c + 1):
                 b.inj[k, IJ_BLOCKED] = 1
                 break
-            if s.chan[ch, CH_WAKE] > c + 1:
+            # the controller sees it at c + 1; only a transaction that can move there
+            # changes anything (else the channel's next event stands)
+            if s.chan[ch, CH_WAKE] > c + 1 and _may_move(p, s, ch):
                 s.chan[ch, CH_WAKE] = c + 1
             b.inj[k, IJ_NEXT] = rid + 1
             offered += 1
@@ -1819,7 +1883,7 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
             if t < s.chan[ch, CH_WAKE]:
                 s.chan[ch, CH_WAKE] = t
     # A channel whose state changed at cycle c is visited again at c + 1 only if something
-    # can happen then (``_wake_after_change``). The loop still visits c + 1 as a step without
+    # can happen then (``_next_wake``). The loop still visits c + 1 as a step without
     # ticks (ctl[C_QUIET]), as if every changed channel came back then: the front end offers, the phases
     # and the clock left in the state are those of a visit of every changed channel at c + 1.
     while True:
@@ -1861,15 +1925,13 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
         for ch in range(nch):
             if s.chan[ch, CH_WAKE] <= c:
                 ctl[C_TICKS] += 1
-                if _tick_channel(p, s, b, pb, nt, ctl, log, ch, c):
-                    if pb.pc[ch] < pb.end[ch]:
-                        s.chan[ch, CH_WAKE] = c + 1
-                    else:
-                        s.chan[ch, CH_WAKE] = _wake_after_change(p, s, b, ch, c)
-                        if s.chan[ch, CH_WAKE] > c + 1:
-                            ctl[C_QUIET] = c + 1
+                changed = _tick_channel(p, s, b, pb, nt, ctl, log, ch, c)
+                if changed and pb.pc[ch] < pb.end[ch]:
+                    s.chan[ch, CH_WAKE] = c + 1
                 else:
-                    s.chan[ch, CH_WAKE] = _next_event(p, s, b, pb, ch, c)
+                    s.chan[ch, CH_WAKE] = _next_wake(p, s, b, pb, ch, c, changed)
+                    if changed and s.chan[ch, CH_WAKE] > c + 1:
+                        ctl[C_QUIET] = c + 1
         # the front end offers requests after the memory ticked
         left = _offer(p, s, b, nt, ctl, c)
         if ctl[C_NPU_PROGRESS] != 0:
