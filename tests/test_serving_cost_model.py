@@ -253,6 +253,23 @@ def test_a_phase_costs_what_the_engine_clock_advanced():
     assert res.cycles >= t.tRCDWR + t.CWL + 4
 
 
+def test_a_phase_of_npu_tasks_only_ends_with_its_last_task():
+    """No memory work: a 50-cycle task from cycle 100 ends at 150 and the next phase
+    starts at 151 (a phase ends one cycle after its last event), not after the memory's
+    next event (the first refresh, thousands of cycles later)."""
+    from neupims_py.engine import dram as eng
+    cost = reuse_cost("npu+pim", "micro")
+    ph = _new_phase(cost.hw)
+    ph.vector("alone", 50)
+    state = eng.new_state(cost.sim.params)
+    state.glob[eng.G_CLK] = 100
+    assert int(state.chan[:, eng.CH_NEXT_REF].min()) > 1000
+    res = ph.run(cost.sim.params, state, cost.sim.max_inject)
+    assert int(state.glob[eng.G_CLK]) == 151
+    assert res.cycles == 51
+    assert state.stats[:, int(eng.Stat.REF)].sum() == 0
+
+
 def test_idle_time_refreshes_on_the_exact_engine():
     """ExactCost runs the engine through the serving loop's idle gaps: its clock is the
     timeline's and every channel refreshed once per refresh interval meanwhile."""

@@ -1882,6 +1882,18 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
                 t = clk
             if t < s.chan[ch, CH_WAKE]:
                 s.chan[ch, CH_WAKE] = t
+    # no memory work at all (NPU tasks only, all scheduled above): the phase ends with its
+    # last task, not at the memory's next event (a refresh far after it)
+    if ctl[C_PHASE] == 0 and ctl[C_OUTSTANDING_READS] == 0 and nt.next[0] == nt.res.shape[0]:
+        idle = True
+        for k in range(b.inj.shape[0]):
+            if b.inj[k, IJ_NEXT] < b.inj[k, IJ_END]:
+                idle = False
+        for ch in range(nch):
+            if pb.pc[ch] < pb.end[ch]:
+                idle = False
+        if idle:
+            ctl[C_PHASE] = 1
     # A channel whose state changed at cycle c is visited again at c + 1 only if something
     # can happen then (``_next_wake``). The loop still visits c + 1 as a step without
     # ticks (ctl[C_QUIET]), as if every changed channel came back then: the front end offers, the phases

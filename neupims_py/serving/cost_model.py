@@ -70,7 +70,7 @@ from typing import NamedTuple
 import numpy as np
 
 from neupims_py.compiler.iteration import BatchEntry, IterationSimulator
-from neupims_py.engine.dram import CH_NEXT_REF, G_CLK
+from neupims_py.engine.dram import G_CLK
 from neupims_py.formats import NUM_STATS, Stat
 from neupims_py.npu import VectorOp, attention_timing, rows_cycles, vector_cycles
 from neupims_py.serving.components import ChannelWork, Components, join_tail, tile_array
@@ -179,11 +179,6 @@ class ExactCost(CostModel):
         st = sim.state
         clk = int(st.glob[G_CLK])
         if cycle <= clk:
-            return
-        if int(st.chan[:, CH_NEXT_REF].min()) >= cycle:
-            # nothing happens in memory before then (the engine would step to its next
-            # event before seeing the task end)
-            st.glob[G_CLK] = cycle
             return
         ph = sim._new_phase()
         ph.vector("idle", cycle - clk - 1)
