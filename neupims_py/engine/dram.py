@@ -1636,9 +1636,7 @@ def _may_move(p, s, ch):
     return s.chan[ch, CH_RQ_LEN] > 0 and (s.chan[ch, CH_STUCK] & 1) == 0
 
 
-REFRESH_BOUNDS = 3  # least ready bounds that a wake-up after a change searches again...
-FEW_QUEUES = 16  # ...with more command queues per channel than this; with fewer, up to
-REFRESH_BOUNDS_FEW = 16  # this many (few bounds to go stale, each search cheap)
+REFRESH_BOUNDS = 3  # least ready bounds that a wake-up after a change searches again
 
 
 @kernel(inline="always")
@@ -1702,7 +1700,7 @@ def _next_wake(p, s, b, pb, ch, c, changed):
         return t
     # one search call site (it is inlined): the dirty queues at nxt, then the least bound,
     # refreshed at most REFRESH_BOUNDS times (with many queues, many bounds may be stale)
-    refresh = REFRESH_BOUNDS if nq > FEW_QUEUES else REFRESH_BOUNDS_FEW
+    refresh = REFRESH_BOUNDS
     while True:
         if dirty != 0:
             q = ctz(dirty)
