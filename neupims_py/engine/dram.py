@@ -427,43 +427,59 @@ def new_state(p: DramParams) -> DramState:
     )
 
 
-PL_N, PL_BANK, PL_SIBS, PL_OWN_BG, PL_OTHER_BGS, PL_OWN_RANK, PL_OTHER_RANKS = range(7)
-PL_W = 7
+# A command's plan: for each kind of target (its rank's floor, its bank group's floor, its
+# bank, the other banks of its bank group, the other bank groups' floors, the other ranks'
+# floors) the (command, latency) pairs that raise it, no "no rule" entries left.
+PL_OWN_RANK, PL_OWN_BG, PL_BANK, PL_SIBS, PL_OTHER_BGS, PL_OTHER_RANKS = range(6)
+PL_KINDS = 6
+PL_PAIRS = PL_KINDS + 1  # column of the first pair
 
 
 def rule_plans(p: DramParams) -> np.ndarray:
-    """[cmd] -> m, then m rows of PL_W: for each command n that `cmd` constrains, the
-    latencies (NO_RULE: none) to apply to the issuing bank, to the other banks of its bank
-    group (one by one), to its bank group's floor, to the floors of the rank's other bank
-    groups, to its rank's floor and to the other ranks' floors.
+    """[cmd] -> PL_KINDS + 1 bounds, then pairs (n, latency): the pairs of kind k (PL_*) are
+    pairs plan[cmd, k] .. plan[cmd, k + 1] - 1, for each command n that `cmd` constrains the
+    latency to apply to its rank's floor, its bank group's floor, the issuing bank, the other
+    banks of its bank group (one by one), the floors of the rank's other bank groups and the
+    other ranks' floors. Targets that do not exist (one rank, one bank group, one bank per
+    group) and latencies a wider floor already covers get no pair.
 
     With Lb, Lg, Lr, Lo the latencies of the rules (cmd, n) at the same bank, same bank
     group, same rank and the other ranks: the rank floor gets min(Lb, Lg, Lr), the bank
     group floor min(Lb, Lg), the other bank groups Lr, and the banks what the floors leave
     short. Every bank ends at exactly the largest latency of the rules that reach it (a
     floor is never above a rule of a bank it covers), so the cycles are those of raising
-    each bank."""
-    plan = np.zeros((NUM_CMDS, 1 + PL_W * p.n_timed), np.int64)
+    each bank; raising takes a maximum, so the order of the pairs does not matter."""
+    plan = np.zeros((NUM_CMDS, PL_PAIRS + 2 * PL_KINDS * p.n_timed), np.int64)
     for cmd in range(NUM_CMDS):
-        m = 0
+        pairs = [[] for _ in range(PL_KINDS)]
         for n in range(p.n_timed):
             lb, lg, lr, lo = (int(p.rel_lat[rel, cmd, n]) for rel in range(NUM_RELS))
             if max(lb, lg, lr, lo) == NO_RULE:
                 continue
-            row = np.full(PL_W, NO_RULE, np.int64)
-            row[PL_N] = n
             fr = min(lb, lg, lr)
             fg = min(lb, lg)
-            row[PL_OWN_RANK] = fr
-            row[PL_OWN_BG] = fg if fg > fr else NO_RULE
-            row[PL_OTHER_BGS] = lr if lr > fr else NO_RULE
             floor_own = max(fr, fg)
-            row[PL_BANK] = lb if lb > floor_own else NO_RULE
-            row[PL_SIBS] = lg if lg > floor_own else NO_RULE
-            row[PL_OTHER_RANKS] = lo
-            plan[cmd, 1 + PL_W * m : 1 + PL_W * (m + 1)] = row
-            m += 1
-        plan[cmd, 0] = m
+            lat = [NO_RULE] * PL_KINDS
+            lat[PL_OWN_RANK] = fr
+            lat[PL_OWN_BG] = fg if fg > fr else NO_RULE
+            lat[PL_BANK] = lb if lb > floor_own else NO_RULE
+            if p.banks_per_group > 1:
+                lat[PL_SIBS] = lg if lg > floor_own else NO_RULE
+            if p.bankgroups > 1:
+                lat[PL_OTHER_BGS] = lr if lr > fr else NO_RULE
+            if p.ranks > 1:
+                lat[PL_OTHER_RANKS] = lo
+            for k in range(PL_KINDS):
+                if lat[k] != NO_RULE:
+                    pairs[k].append((n, lat[k]))
+        e = 0
+        for k in range(PL_KINDS):
+            plan[cmd, k] = e
+            for n, lat in pairs[k]:
+                plan[cmd, PL_PAIRS + 2 * e] = n
+                plan[cmd, PL_PAIRS + 2 * e + 1] = lat
+                e += 1
+        plan[cmd, PL_KINDS] = e
     return plan
 
 
@@ -712,34 +728,31 @@ def _apply_rules(p, s, ch, rank, bg, ba, cmd, clk):
     g0 = rk * nbg  # floor column of the rank's first bank group
     rcol = p.channels * p.ranks * nbg  # floor column of the channel's first rank...
     r0 = rcol + ch * p.ranks
-    plan = s.rule_plan
-    for j in range(plan[cmd, 0]):
-        o = 1 + PL_W * j
-        n = plan[cmd, o + PL_N]
-        lat = plan[cmd, o + PL_OWN_RANK]
-        if lat != NO_RULE:
-            _raise(s.floor, n, r0 + rank, clk + lat)
-        lat = plan[cmd, o + PL_OWN_BG]
-        if lat != NO_RULE:
-            _raise(s.floor, n, g0 + bg, clk + lat)
-        lat = plan[cmd, o + PL_BANK]
-        if lat != NO_RULE:
-            _raise(s.tnext, n, me, clk + lat)
-        lat = plan[cmd, o + PL_SIBS]
-        if lat != NO_RULE:
-            for tb in range(grp, grp + bpg):
-                if tb != me:
-                    _raise(s.tnext, n, tb, clk + lat)
-        lat = plan[cmd, o + PL_OTHER_BGS]
-        if lat != NO_RULE:
-            for g in range(nbg):
-                if g != bg:
-                    _raise(s.floor, n, g0 + g, clk + lat)
-        lat = plan[cmd, o + PL_OTHER_RANKS]
-        if lat != NO_RULE:
-            for r in range(p.ranks):
-                if r != rank:
-                    _raise(s.floor, n, r0 + r, clk + lat)
+    plan = s.rule_plan[cmd]
+    for e in range(plan[PL_OWN_RANK], plan[PL_OWN_BG]):
+        _raise(s.floor, plan[PL_PAIRS + 2 * e], r0 + rank, clk + plan[PL_PAIRS + 2 * e + 1])
+    for e in range(plan[PL_OWN_BG], plan[PL_BANK]):
+        _raise(s.floor, plan[PL_PAIRS + 2 * e], g0 + bg, clk + plan[PL_PAIRS + 2 * e + 1])
+    for e in range(plan[PL_BANK], plan[PL_SIBS]):
+        _raise(s.tnext, plan[PL_PAIRS + 2 * e], me, clk + plan[PL_PAIRS + 2 * e + 1])
+    for e in range(plan[PL_SIBS], plan[PL_OTHER_BGS]):
+        n = plan[PL_PAIRS + 2 * e]
+        t = clk + plan[PL_PAIRS + 2 * e + 1]
+        for tb in range(grp, grp + bpg):
+            if tb != me:
+                _raise(s.tnext, n, tb, t)
+    for e in range(plan[PL_OTHER_BGS], plan[PL_OTHER_RANKS]):
+        n = plan[PL_PAIRS + 2 * e]
+        t = clk + plan[PL_PAIRS + 2 * e + 1]
+        for g in range(nbg):
+            if g != bg:
+                _raise(s.floor, n, g0 + g, t)
+    for e in range(plan[PL_OTHER_RANKS], plan[PL_KINDS]):
+        n = plan[PL_PAIRS + 2 * e]
+        t = clk + plan[PL_PAIRS + 2 * e + 1]
+        for r in range(p.ranks):
+            if r != rank:
+                _raise(s.floor, n, r0 + r, t)
 
 
 @kernel(inline="always")
