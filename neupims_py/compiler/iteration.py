@@ -20,15 +20,17 @@ layer). Layers have the same shapes, and with the compiler's weight layout every
 weights sit at the same channel, bank and column offsets, one layer's rows a fixed number
 of rows above the previous layer's, so layer l's accesses are layer 0's with renamed rows:
 - steady (default): layers are simulated one after the other until the engine state before
-  layer l equals the state before layer p = l - 1 (`state_signature`: cycles counted from
-  that boundary, past cycles folded where only "not before" is asked, weight rows renamed).
-  From then on every layer repeats layer p cycle for cycle, so layer p's phases are counted
-  for layers p .. L-1 and nothing more is simulated, except with sub-batches the last
-  layer's second phase (no next pre) and sub-batch 2's post, run from the state saved after
-  layer p's first phase: the result is exact's, counters included. With sub-batches p >= 1
-  (layer 0 lacks sub-batch 2's post). A state that never repeats means every layer is
-  simulated. For 256 ShareGPT-like requests on the neupims preset p = 3 (refresh settles
-  into the layer period after a few layers), for 64 p = 1.
+  layer l equals the state before layer p = l - k for a period k <= MAX_PERIOD
+  (`state_signature`: cycles counted from that boundary, past cycles folded where only
+  "not before" is asked, weight rows renamed). From then on layers p .. l - 1 repeat cycle
+  for cycle, so layer j of the period is counted for layers j, j + k, ... < L and nothing
+  more is simulated, except with sub-batches the last layer's second phase (no next pre)
+  and sub-batch 2's post, run from the state saved after the first phase of the period's
+  layer the last layer repeats: the result is exact's, counters included. With sub-batches
+  p >= 1 (layer 0 lacks sub-batch 2's post). A state that never repeats means every layer
+  is simulated. For 256 ShareGPT-like requests on the neupims preset p = 3, k = 1 (refresh
+  settles into the layer period after a few layers), for 64 p = 1; for 512 the state
+  cycles through 4 layers (refresh falls differently in each) from layer 8 on.
 - fast: two layers, an estimate. One batch: layer 1's phases stand for layers 1 .. L-1.
   Two sub-batches (phases sb1.pre, per layer l A_l = `sb2.npu|sb1.pim` and B_l =
   `sb1.npu|sb2.pim`, sb2.post): B_0 stands for B_0 .. B_{L-2}, A_1 for A_1 .. A_{L-1},
@@ -55,6 +57,7 @@ from neupims_py.npu import VectorOp, attention_timing, rows_cycles, vector_cycle
 
 
 REUSE_LEVELS = ("fast", "steady")
+MAX_PERIOD = 4  # steady: the longest cycle of layers looked for (512 requests: 4)
 
 
 def _ceil(a: int, b: int) -> int:
@@ -473,8 +476,11 @@ class IterationSimulator:
         layer = 0
         while layer < layers:
             if layer > 0 and repeats is not None and repeats(layer):
-                yield ("sb1.npu|sb2.pim", layers - 1, (("post", layer - 1, 1), ("mha", layer - 1, 2)))
-                yield ("sb2.post", layers, (("post", layer - 1, 2),))
+                # the last layer's second phase and sub-batch 2's post, with the weights of
+                # the period's layer it repeats (the state was set to that layer's)
+                j = repeats.last
+                yield ("sb1.npu|sb2.pim", layers - 1, (("post", j, 1), ("mha", j, 2)))
+                yield ("sb2.post", layers, (("post", j, 2),))
                 return
             first = (("post", layer - 1, 2),) if layer > 0 else ()
             yield ("sb2.npu|sb1.pim", layer, first + (("pre", layer, 2), ("mha", layer, 1)))
@@ -553,25 +559,33 @@ class IterationSimulator:
         level = "none" if exact or L <= 2 else reuse
         sim_layers = {"none": L, "fast": 2, "steady": L}[level]
         steady = self._steady_phases(n_sb) if level == "fast" else ()
-        # steady: layer p = l - 1 repeats from where the state before layer l equals the one
-        # before layer p; with sub-batches layer 0 lacks sub-batch 2's post, so p >= 1
-        period = {"layer": None}
+        # steady: layers p .. l - 1 repeat (period k = l - p) from where the state before
+        # layer l equals the one before layer p = l - k (k <= MAX_PERIOD); with sub-batches
+        # layer 0 lacks sub-batch 2's post, so p >= 1
+        period = {"layer": None, "k": 1}
         first = 1 if n_sb == 2 else 0
         sigs = {0: self.state_signature(0)} if level == "steady" and n_sb == 1 else {}
-        after_a = {}  # with sub-batches: the engine state after layer p's first phase
+        after_a = {}  # with sub-batches: the engine state after each recent layer's first phase
 
         def repeats(layer):
             if level != "steady":
                 return False
             sig = sigs[layer] = self.state_signature(layer)
-            prev = sigs.get(layer - 1)
-            if layer - 1 >= first and sig is not None and prev is not None and np.array_equal(sig, prev):
-                period["layer"] = layer - 1
-                if n_sb == 2:
-                    # the last layer's second phase follows a first phase of the period
-                    for dst, src in zip(self.state, after_a[layer - 1]):
-                        dst[...] = src
-                return True
+            sigs.pop(layer - MAX_PERIOD - 1, None)
+            if sig is None:
+                return False
+            for k in range(1, MAX_PERIOD + 1):
+                prev = sigs.get(layer - k)
+                if layer - k >= first and prev is not None and np.array_equal(sig, prev):
+                    p = period["layer"] = layer - k
+                    period["k"] = k
+                    if n_sb == 2:
+                        # the last layer's second phase follows the first phase of the
+                        # period's layer that the last layer repeats
+                        last = period["last"] = repeats.last = p + (L - 1 - p) % k
+                        for dst, src in zip(self.state, after_a[last]):
+                            dst[...] = src
+                    return True
             return False
 
         # a shape of phase that comes more than once is lowered once and then run for
@@ -596,18 +610,20 @@ class IterationSimulator:
                 r = self._build(steps, groups).run(self.params, self.state, self.max_inject)
             results.append((label, layer, r))
             if level == "steady" and n_sb == 2 and label == "sb2.npu|sb1.pim":
-                after_a = {layer: [x.copy() for x in self.state]}
-        p = period["layer"]
+                after_a[layer] = [x.copy() for x in self.state]
+                after_a.pop(layer - MAX_PERIOD, None)
+        p, k = period["layer"], period["k"]
         if p is not None:
-            sim_layers = p + 1
+            sim_layers = p + k
 
         def weight(label, layer):
             if (label, layer) in steady:
                 return L - 1
-            if layer == p:
-                # layer p stands for layers p .. L-1; with sub-batches its second phase for
-                # p .. L-2 (the last layer's is simulated)
-                return L - 1 - p if label == "sb1.npu|sb2.pim" else L - p
+            if p is not None and p <= layer < p + k:
+                # layer j of the period stands for layers j, j + k, ... < L; with
+                # sub-batches the last layer's second phase is simulated apart
+                n = (L - 1 - layer) // k + 1
+                return n - 1 if label == "sb1.npu|sb2.pim" and layer == period["last"] else n
             return 1
 
         cycles = 0
