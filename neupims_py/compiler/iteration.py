@@ -424,11 +424,11 @@ class IterationSimulator:
     def phases(self, entries, layers: int, repeats=None):
         """The phases of `plan`, each lowered when it is reached (an exact run of a big
         batch would otherwise hold every layer's requests at once). `repeats(l)`, if given,
-        is asked before layer l >= 1 is lowered; when it answers True, layer l - 1 stands
-        for the layers after it: one batch ends there; with sub-batches the last layer's
-        second phase and sub-batch 2's post follow, lowered on layer l - 1's weights and
-        labelled as the last layer's (the engine state is then the one after layer l - 1's
-        first phase, which `repeats` restores)."""
+        is asked before layer l >= 1 is lowered; when it answers a layer j (None: go on), the
+        layers simulated stand for the ones after them: one batch ends there; with
+        sub-batches the last layer's second phase and sub-batch 2's post follow, lowered on
+        layer j's weights and labelled as the last layer's (the engine state is then the
+        one after layer j's first phase, which `repeats` restores)."""
         groups = self._groups(entries)
         for label, layer, steps in self._phase_steps(entries, layers, repeats):
             yield label, layer, self._build(steps, groups)
@@ -463,7 +463,7 @@ class IterationSimulator:
         if not self.interleaves(entries):
             layer = 0
             while layer < layers:
-                if layer > 0 and repeats is not None and repeats(layer):
+                if layer > 0 and repeats is not None and repeats(layer) is not None:
                     return
                 if self.pim:
                     yield ("pre+mha", layer, (("pre+mha", layer, 0),))
@@ -475,10 +475,10 @@ class IterationSimulator:
         yield ("sb1.pre", -1, (("pre", 0, 1),))
         layer = 0
         while layer < layers:
-            if layer > 0 and repeats is not None and repeats(layer):
+            j = repeats(layer) if layer > 0 and repeats is not None else None
+            if j is not None:
                 # the last layer's second phase and sub-batch 2's post, with the weights of
                 # the period's layer it repeats (the state was set to that layer's)
-                j = repeats.last
                 yield ("sb1.npu|sb2.pim", layers - 1, (("post", j, 1), ("mha", j, 2)))
                 yield ("sb2.post", layers, (("post", j, 2),))
                 return
@@ -568,25 +568,26 @@ class IterationSimulator:
         after_a = {}  # with sub-batches: the engine state after each recent layer's first phase
 
         def repeats(layer):
+            """None, or the layer of the period that the last layer repeats."""
             if level != "steady":
-                return False
+                return None
             sig = sigs[layer] = self.state_signature(layer)
             sigs.pop(layer - MAX_PERIOD - 1, None)
             if sig is None:
-                return False
+                return None
             for k in range(1, MAX_PERIOD + 1):
                 prev = sigs.get(layer - k)
                 if layer - k >= first and prev is not None and np.array_equal(sig, prev):
                     p = period["layer"] = layer - k
                     period["k"] = k
+                    last = period["last"] = p + (L - 1 - p) % k
                     if n_sb == 2:
                         # the last layer's second phase follows the first phase of the
                         # period's layer that the last layer repeats
-                        last = period["last"] = repeats.last = p + (L - 1 - p) % k
                         for dst, src in zip(self.state, after_a[last]):
                             dst[...] = src
-                    return True
-            return False
+                    return last
+            return None
 
         # a shape of phase that comes more than once is lowered once and then run for
         # each of its layers with the weight addresses moved (LoweredPhase)
