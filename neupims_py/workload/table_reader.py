@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -59,6 +59,40 @@ def collect(
         line_word=line_word,
         notes=notes,
     )
+
+
+def collect_timed(
+    source: Iterable[tuple[int, dict]],
+    path: str,
+    columns: tuple[str, str, str],
+    scale_ns: int,
+    *,
+    notes: tuple[str, ...] = (),
+) -> RawRequests:
+    """RawRequests from (line, row) pairs whose ``columns`` are (prompt, output, arrival).
+
+    The arrival column is in units of ``scale_ns`` nanoseconds; every value is checked with
+    parse_count / parse_time_ns, which name the file, the line and the column on a mistake.
+    """
+    prompt, output, arrival = columns
+    rows = [
+        (
+            line,
+            parse_count(row[prompt], line, prompt, path),
+            parse_count(row[output], line, output, path),
+            parse_time_ns(row[arrival], scale_ns, line, arrival, path),
+        )
+        for line, row in source
+    ]
+    return collect(rows, notes=notes)
+
+
+def json_fields(
+    objects: Iterable[tuple[int, dict]], path: str, columns: tuple[str, ...]
+) -> Iterator[tuple[int, dict]]:
+    """(line, {column: value}) for (line, object) pairs of ``path``; a missing field is an error."""
+    for line, obj in objects:
+        yield line, {c: field_of(obj, c, line, path) for c in columns}
 
 
 def _open_text(path: str):
