@@ -120,6 +120,26 @@ def test_two_stage_pipeline_iteration_time_by_hand(tmp_path, micro_batches):
     assert [d["busy_cycles"] for d in s["devices"]] == [busy0, busy1]
 
 
+
+def test_a_pipeline_refuses_one_exact_cost_for_two_stages(tmp_path):
+    """ExactCost holds one engine (clock, open rows, refresh timing): two stages on it would
+    interleave their timelines on one device. A ReuseCost keeps no state and may be shared."""
+    from neupims_py.cluster.device import Pipeline
+    from neupims_py.config import load_hw
+    from neupims_py.serving.cost_model import ExactCost
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text("cluster:\n  pools:\n    - {name: p, hw: neupims, count: 2, pp: 2, "
+                    "stage_link: {bandwidth_gbps: 64, latency_us: 1}}\n")
+    pool = load_cluster(path, TINY).pools[0]
+    exact = ExactCost(load_hw("neupims"), dataclasses.replace(TINY, pp=2))
+    with pytest.raises(ValueError, match="give every stage its own"):
+        Pipeline("p.0", pool, TINY, [exact, exact])
+    shared = _stage_cost(TINY, 2)
+    assert Pipeline("p.0", pool, TINY, [shared, shared]).costs == [shared, shared]
+    two = [ExactCost(load_hw("neupims"), dataclasses.replace(TINY, pp=2)) for _ in range(2)]
+    assert Pipeline("p.1", pool, TINY, two).costs == two
+
 DISAGG = """cluster:
   link: {{bandwidth_gbps: {bw}, latency_us: 2}}
   decode_routing: {routing}

@@ -225,6 +225,11 @@ class Pipeline(Device):
     def __init__(self, name: str, pool, model, costs: list, *, seed: int = 0):
         n = pool.cfg.pp
         self.stage_model = dataclasses.replace(model, pp=n)
+        for c in costs:
+            if c.per_device and sum(d is c for d in costs) > 1:
+                raise ValueError(
+                    f"pipeline {name}: one {type(c).__name__} serves several stages; it holds "
+                    "one device's engine state, give every stage its own")
         self.costs = costs
         super().__init__(name, pool, self.stage_model, costs[0], seed=seed,
                          stage_names=[f"{name}.s{s}" for s in range(n)])

@@ -136,6 +136,9 @@ class CostModel:
 
     name = "base"
     trace = False
+    # True: the model holds one device's engine state (its clock, open rows, refresh
+    # timing), so one instance must not serve two devices or two pipeline stages
+    per_device = False
 
     def __init__(self, hw, model):
         self.hw = hw
@@ -160,6 +163,7 @@ class ExactCost(CostModel):
     """Every iteration simulated whole, every layer, on one engine state."""
 
     name = "exact"
+    per_device = True
 
     def __init__(self, hw, model):
         super().__init__(hw, model)
