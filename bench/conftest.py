@@ -3,6 +3,7 @@
 `bench_*.py` files are collected here (pytest's default pattern is `test_*.py`).
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,21 @@ def _write(path: Path, addr, is_write) -> None:
     ops = np.where(is_write, "WRITE", "READ")
     rows = enumerate(zip(addr.tolist(), ops))
     path.write_text("".join(f"{a:#x} {o} {c}\n" for c, (a, o) in rows))
+
+
+@pytest.fixture(autouse=True)
+def _machine_load(request):
+    """Record the load average around every benchmark in its extra_info (`load_before`,
+    `load_after`: 1-minute averages; `cpus`) and say so when the machine was busy, since
+    on a shared machine a timing taken beside other jobs is not the simulator's."""
+    bench = request.getfixturevalue("benchmark") if "benchmark" in request.fixturenames else None
+    before = os.getloadavg()[0]
+    yield
+    if bench is None:
+        return
+    after = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    bench.extra_info.update(load_before=round(before, 2), load_after=round(after, 2), cpus=cpus)
+    if max(before, after) > 0.5 * cpus:
+        print(f"\n[bench] {request.node.name}: load average {before:.1f} -> {after:.1f} on "
+              f"{cpus} CPUs: the machine was busy, timings may be inflated")
