@@ -19,6 +19,7 @@ few requests the GEMMs are weight-bound and each sub-batch reads the weights aga
 """
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -103,33 +104,43 @@ def test_fast_reuse_stays_close_to_exact(preset):
 
 
 STEADY_CASES = {
-    # GPT3-7B, NeuPIMs' 64-request snapshot, 4 of its layers: the engine state before layer 2
-    # equals the one before layer 1 (refresh has settled into the layer's period), so
+    # GPT3-7B, NeuPIMs' 64-request snapshot, 4 (6) of its layers: the engine state before
+    # layer 2 equals the one before layer 1 (refresh has settled into the layer's period), so
     # layers 0 and 1 are simulated (with sub-batches and the last layer's second phase) and
-    # layer 1 counts for layers 1 .. 3
-    "gpt3-7b-64": ("neupims", [], True),
-    "gpt3-7b-64-sub-batches": ("neupims", ["system.sub_batch_threshold=32"], True),
+    # layer 1 counts for layers 1 .. 3 (5)
+    "gpt3-7b-64": ("neupims", (), 4),
+    "gpt3-7b-64-sub-batches": ("neupims", ("system.sub_batch_threshold=32",), 6),
     # a small layer meets refresh at a different point each time: the state need not
     # repeat; whatever is simulated, the result is exact's
-    "d512-8": ("neupims", ["system.sub_batch_threshold=4"], False),
+    "d512-8": ("neupims", ("system.sub_batch_threshold=4",), None),
 }
+
+
+@functools.cache
+def exact_7b_64(preset, overrides, layers):
+    """GPT3-7B's 64-request snapshot simulated layer by layer (shared by the tests below that
+    compare a reuse with it on the same hardware and layers: one run of ~20 s CPU)."""
+    hw = load_hw(preset, list(overrides))
+    return IterationSimulator(hw, load_model("gpt3-7b")).simulate(
+        read_batch(SNAPSHOT, 32), layers=layers, exact=True)
 
 
 @pytest.mark.parametrize("case", list(STEADY_CASES))
 def test_steady_reuse_is_exact_to_the_cycle(case):
     """--reuse steady (the default) claims exactness: the cycles, every counter and every
     operator's figures equal those of simulating every layer."""
-    preset, overrides, big = STEADY_CASES[case]
-    hw = load_hw(preset, overrides)
-    if big:
-        model, layers = load_model("gpt3-7b"), 4
+    preset, overrides, layers = STEADY_CASES[case]
+    hw = load_hw(preset, list(overrides))
+    if layers:
+        model = load_model("gpt3-7b")
         batch = read_batch(SNAPSHOT, 32)
+        exact = exact_7b_64(preset, overrides, layers)
     else:
-        model, layers = scaled_model(layers=7), None
+        model = scaled_model(layers=7)
         batch = [BatchEntry(i, 1, 60 + 45 * i, i % 4) for i in range(8)]
+        exact = IterationSimulator(hw, model).simulate(batch, exact=True)
     steady = IterationSimulator(hw, model).simulate(batch, layers=layers)
-    exact = IterationSimulator(hw, model).simulate(batch, layers=layers, exact=True)
-    if big:
+    if layers:
         assert steady.reuse == "steady" and steady.layers_simulated == 2
     assert steady.cycles == exact.cycles
     assert (steady.stats == exact.stats).all()
@@ -146,8 +157,9 @@ def test_steady_reuse_over_a_cycle_of_layers_is_exact(k):
     layer 1) by a signature that also holds the layer modulo k: the state before layer
     1 + k first equals one seen (layer 1's), so layers 1 .. k are simulated, layer j
     counts for j, j + k, ... < 6, and the result is still exact's."""
-    hw = load_hw("neupims", ["system.sub_batch_threshold=32"])
-    model, layers = load_model("gpt3-7b"), 6
+    preset, overrides, layers = STEADY_CASES["gpt3-7b-64-sub-batches"]
+    hw = load_hw(preset, list(overrides))
+    model = load_model("gpt3-7b")
     batch = read_batch(SNAPSHOT, 32)
     sim = IterationSimulator(hw, model)
     plain = sim.state_signature
@@ -158,8 +170,8 @@ def test_steady_reuse_over_a_cycle_of_layers_is_exact(k):
 
     sim.state_signature = only_k_apart
     steady = sim.simulate(batch, layers=layers)
-    exact = IterationSimulator(hw, model).simulate(batch, layers=layers, exact=True)
-    assert steady.reuse == "steady" and steady.layers_simulated == 1 + k
+    exact = exact_7b_64(preset, overrides, layers)
+    assert layers == 6 and steady.reuse == "steady" and steady.layers_simulated == 1 + k
     assert steady.cycles == exact.cycles
     assert (steady.stats == exact.stats).all()
     assert (steady.npu_busy == exact.npu_busy).all() and (steady.pim_busy == exact.pim_busy).all()
