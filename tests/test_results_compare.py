@@ -49,10 +49,10 @@ def _by_hand(run_dir) -> dict:
 def test_compare_matches_the_individual_runs(setup, capsys):
     d, model, trace = setup
     for hw in ("npu-pim", "neupims"):
-        assert main(["run", hw, trace, "--model", model, "--quiet", "--out", str(d / hw)]) == 0
+        assert main(["run", hw, trace, "--model", model, "--quiet", "--exact", "--out", str(d / hw)]) == 0
     capsys.readouterr()
     out = d / "cmp"
-    assert main(["compare", "npu-pim", "neupims", trace, "--model", model, "--out", str(out)]) == 0
+    assert main(["compare", "npu-pim", "neupims", trace, "--model", model, "--exact", "--out", str(out)]) == 0
     table = capsys.readouterr().out
     a, b = _by_hand(d / "npu-pim"), _by_hand(d / "neupims")
     report = json.loads((out / "compare.json").read_text())
@@ -83,7 +83,7 @@ def test_compare_modes(setup, capsys):
     d, model, trace = setup
     out = d / "modes"
     assert main(["compare", "npu-pim", trace, "--model", model, "--modes", "npu-only,npu+pim",
-                 "--quiet", "--out", str(out), "--max-requests", "3"]) == 0
+                 "--quiet", "--exact", "--out", str(out), "--max-requests", "3"]) == 0
     table = capsys.readouterr().out
     report = json.loads((out / "compare.json").read_text())
     assert [r["label"] for r in report["runs"]] == ["npu-pim [npu-only]", "npu-pim [npu+pim]"]
