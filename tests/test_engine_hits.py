@@ -53,36 +53,3 @@ def test_queue_hit_counts_match_a_recount_mid_run(preset):
                 seen_hits += rd + wr
     assert stops > 100 and seen_hits > 0
     assert (b.done >= 0).all() and (s.queue[:, :, eng.QU_HITS] == 0).all()
-
-
-@pytest.mark.parametrize("preset", ["hbm2-8gb-x128", "neupims"])
-def test_closed_bank_masks_match_the_banks_mid_run(preset):
-    """CH_CLOSED (bit q: queue q's bank has no open row) is kept as rows open and close;
-    the queue scans pass over closed banks' queues on it. Mid-run (a small command log
-    stops the replay often), each channel's mask equals the one read off the banks."""
-    p = lower_memory(load_hw(preset).memory)
-    nq = eng.num_queues(p)
-    assert p.per_bank_queues and nq <= eng.MASK_QUEUES
-    rng = np.random.default_rng(2)
-    n = 4000
-    f = dict(ch=rng.integers(0, p.ch_mask + 1, n), ra=rng.integers(0, p.ra_mask + 1, n),
-             bg=rng.integers(0, p.bg_mask + 1, n), ba=rng.integers(0, p.ba_mask + 1, n),
-             ro=rng.integers(0, 3, n), co=rng.integers(0, p.co_mask + 1, n))
-    addr = sum(f[k].astype(np.int64) << getattr(p, k + "_shift") for k in f)
-    s = eng.new_state(p)
-    b = eng.new_batch(p, addr, rng.random(n) < 0.3, np.arange(n) // 2)
-    ctl = eng.new_ctl(0, 4, True)
-    log = eng.new_log(2 * p.channels + 6)
-    snap = np.zeros_like(s.stats)
-    stops = seen_open = seen_closed = 0
-    weights = 1 << np.arange(nq, dtype=np.int64)
-    while eng.run_requests(p, s, b, eng.new_pim_batch(p), eng.new_npu_tasks(), ctl, log, snap) == 1:
-        ctl[eng.C_LOG_N] = 0
-        stops += 1
-        for ch in range(p.channels):
-            closed = s.bank[ch * nq:(ch + 1) * nq, eng.BK_OPEN_ROW] < 0
-            assert s.chan[ch, eng.CH_CLOSED] == int(np.sum(weights[closed])), (stops, ch)
-            seen_open += int((~closed).sum())
-            seen_closed += int(closed.sum())
-    assert stops > 100 and seen_open > 0 and seen_closed > 0
-    assert (b.done >= 0).all()

@@ -183,10 +183,8 @@ RK_COLS = RK_FAW + 4
     CH_MINLB,  # at most the ready bound of every clean, non-empty queue outside a refresh
     CH_STUCK,  # bit 0 (reads) / 1 (writes): no transaction of that queue can move until a
     # command queue shrinks or a transaction arrives (every one's command queue is full)
-    CH_CLOSED,  # bit q: per-bank command queue q's bank has no open row (when MASK_QUEUES):
-    # its queue can only use an ACT, none before its rank's ACT bound (_rank_act_bound)
     CH_REFQ,  # then the refresh FIFO of ranks
-) = range(19)
+) = range(18)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 
 QU_LEN, QU_LB, QU_HEAD, QU_HITS, QU_ITEMS = 0, 1, 2, 3, 4  # queue[ch, q, :]: length, ready
@@ -410,8 +408,6 @@ def new_state(p: DramParams) -> DramState:
     chan[:, CH_QIDX] = 0  # DRAMsim3: queue_idx_ starts at 0 and is advanced before use
     chan[:, CH_NEXT_REF] = first_ref
     chan[:, CH_WAKE] = first_ref
-    if p.per_bank_queues and nq <= MASK_QUEUES:
-        chan[:, CH_CLOSED] = (1 << nq) - 1  # every bank closed
     return DramState(
         glob=np.zeros(2, np.int64),
         bank=bank,
@@ -950,12 +946,8 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
                 s.queue[ch, q, QU_HITS] -= 1 << (HIT_BITS * (key & 1))
             elif cmd == ACT:
                 s.queue[ch, qb, QU_HITS] = _count_hits(s.queue, ch, qb, row)
-                if s.queue.shape[1] <= MASK_QUEUES:
-                    s.chan[ch, CH_CLOSED] &= ~(1 << qb)
             else:
                 s.queue[ch, qb, QU_HITS] = 0
-                if s.queue.shape[1] <= MASK_QUEUES:
-                    s.chan[ch, CH_CLOSED] |= 1 << qb
     if _is_rw(cmd):
         n = s.queue[ch, q, QU_LEN]
         _window_take(s.queue[ch, q], QU_HEAD, QU_ITEMS, k, n)
@@ -1073,35 +1065,6 @@ def _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb):
 
 
 @kernel(inline="always")
-def _rank_act_bound(bank, floor, rank, ch, ranks, tfaw, gb):
-    """Cycle before which no ACT can issue at any bank of bank gb's rank: the rank's floor
-    and its tFAW window (the part of _act_ready_at that every bank of the rank shares)."""
-    t = floor[ACT, bank[gb, BK_FRK]]
-    rk = ch * ranks + bank[gb, BK_RANK]
-    if rank[rk, RK_FAW_N] >= 4:
-        f = rank[rk, RK_FAW + rank[rk, RK_FAW_HEAD]] + tfaw
-        if f > t:
-            t = f
-    return t
-
-
-@kernel(inline="always")
-def _closed_blocked(bank, floor, rank, chan, ch, clk, ranks, tfaw, nq, m):
-    """Single-rank channels with per-bank queues (nq of them): the queues of mask m whose
-    bank is closed, when the rank takes no ACT at clk (else none), and the rank's ACT
-    bound: a search of one of them would find nothing and leave at least that bound."""
-    if ranks != 1:
-        return 0, INF
-    closed = chan[ch, CH_CLOSED] & m
-    if closed == 0:
-        return 0, INF
-    t = _rank_act_bound(bank, floor, rank, ch, ranks, tfaw, ch * nq)
-    if clk < t:
-        return closed, t
-    return 0, INF
-
-
-@kernel(inline="always")
 def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
     """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
@@ -1214,7 +1177,6 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ran
     upper = cand & ~((1 << start) - 1)
     lower = cand & ((1 << start) - 1)
     least = INF
-    blocked, rlb = _closed_blocked(bank, floor, rank, chan, ch, clk, ranks, tfaw, nq, cand) if per_bank else (0, INF)
     for part in range(2):
         m = upper if part == 0 else lower
         while m != 0:
@@ -1224,13 +1186,6 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ran
             if lbq > clk:
                 if lbq < least:
                     least = lbq
-                continue
-            if (blocked >> q) & 1:
-                # closed bank, no ACT in its rank yet: what a search would find, cheaply
-                queue[ch, q, QU_LB] = rlb
-                chan[ch, CH_QDIRTY] &= ~(1 << q)
-                if rlb < least:
-                    least = rlb
                 continue
             need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
@@ -1436,8 +1391,6 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                 if p.per_bank_queues:
                     qb = gb - ch * per_rank * p.ranks
                     s.queue[ch, qb, QU_HITS] = _count_hits(s.queue, ch, qb, row)
-                    if s.queue.shape[1] <= MASK_QUEUES:
-                        s.chan[ch, CH_CLOSED] &= ~(1 << qb)
                 if s.rank[rk, RK_OPEN] == 0:
                     s.rank[rk, RK_SINCE] = clk
                 s.rank[rk, RK_OPEN] += 1
@@ -1470,8 +1423,6 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                     s.bank[gb, BK_HITS] = 0
                     if p.per_bank_queues:
                         s.queue[ch, gb - ch * per_rank * p.ranks, QU_HITS] = 0
-                        if s.queue.shape[1] <= MASK_QUEUES:
-                            s.chan[ch, CH_CLOSED] |= 1 << (gb - ch * per_rank * p.ranks)
                     s.rank[rk, RK_OPEN] -= 1
                     if s.rank[rk, RK_OPEN] == 0:
                         st[ch, S_RANK_ACTIVE_CYCLES] += clk - s.rank[rk, RK_SINCE]
@@ -1703,7 +1654,6 @@ def _next_wake(p, s, b, pb, ch, c, changed):
     ready there (no tick that finds nothing to do)."""
     nxt = c + 1
     nq = s.queue.shape[1]
-    blocked, rlb = (0, INF)
     if changed:
         if (
             s.chan[ch, CH_REFQ_LEN] > 0
@@ -1716,8 +1666,6 @@ def _next_wake(p, s, b, pb, ch, c, changed):
         t = s.chan[ch, CH_NEXT_REF]
         live = s.chan[ch, CH_QMASK]
         dirty = live & s.chan[ch, CH_QDIRTY]
-        if p.per_bank_queues:
-            blocked, rlb = _closed_blocked(s.bank, s.floor, s.rank, s.chan, ch, nxt, p.ranks, p.tFAW, nq, dirty)
     else:
         t = s.chan[ch, CH_NEXT_REF]
         if pb.pc[ch] < pb.end[ch] and c < pb.lb[ch] < t:
@@ -1758,8 +1706,6 @@ def _next_wake(p, s, b, pb, ch, c, changed):
             q = ctz(dirty)
             dirty &= dirty - 1
             at = nxt
-            if (blocked >> q) & 1:
-                s.queue[ch, q, QU_LB] = rlb  # what a search at nxt would find, cheaply
             if s.queue[ch, q, QU_LB] > nxt:
                 s.chan[ch, CH_QDIRTY] &= ~(1 << q)
                 if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
