@@ -371,7 +371,7 @@ def test_exact_and_reuse_agree_on_a_small_trace(model_name, mode, overrides, see
     npu-only +0.03 / -0.10 / +0.35 %. Every iteration of the exact run costed by ReuseCost
     on the same batch at the same start cycle (sum over the iterations): micro neupims
     -0.15 / -1.20 / -1.17 %, npu+pim -1.07 / -0.90 / -0.66 %, npu-only +1.66 / +1.47 /
-    +1.22 %; tiny neupims -0.38 / -0.16 / +0.63 %, npu+pim +0.09 / +0.01 / +0.21 %, npu-only
+    +1.22 %; tiny neupims -0.35 / -0.12 / +0.85 %, npu+pim +0.09 / +0.01 / +0.21 %, npu-only
     -0.55 / +0.10 / +0.97 %. (Before short pieces were averaged over the refresh period from
     an idled state and the PIM beside a stream ran late (`mixed_lateness`): micro -1.71 /
     -1.02 / -1.54, +2.25 / -0.53 / +2.74, +0.97 / +4.08 / +0.48 %; tiny -0.01 / -0.56 /
