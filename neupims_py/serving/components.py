@@ -25,10 +25,14 @@ on what was measured before it, nor on the order requests arrive in):
   channel's work is sum(step) + max(base - step).
 
 A short piece (under SHORT_RUN_INTERVALS refresh intervals) is averaged over
-REFRESH_OFFSETS starts in the refresh interval, or, where ReuseCost knows the engine cycle it
-starts at (weight streams and decode pieces of small models), measured at the middle of the
-one of REFRESH_BINS bins of the refresh period it starts in, from a state that idled a
-period first (`run_phase`, `refresh_bin`).
+REFRESH_OFFSETS starts spread over the refresh period, each from a state that idled a
+period first (the refresh schedule a serving run is in: every rank's refreshes, staggered,
+some perhaps still going on), or, where ReuseCost knows the engine cycle it starts at
+(weight streams and decode pieces of small models), measured at the middle of the one of
+REFRESH_BINS bins of the refresh period it starts in, from such a state (`run_phase`,
+`refresh_bin`). (Averaged from fresh states over the first interval, as before, every
+start met rank 0's first refresh next: the micro model's pre stream averaged 655 cycles
+so, 705 over its 32 bins.)
 
 What is *not* cycle-level here, and is composed in cost_model.py instead: how these pieces
 overlap inside one phase (vector operators are replayed exactly from their analytic
@@ -139,6 +143,7 @@ class Components:
         self._decode: dict[tuple, ChannelWork] = {}
         self._write: dict[tuple, ChannelWork] = {}
         self._read: dict[int, ChannelWork] = {}
+        self._read_many: dict[int, tuple[float, np.ndarray]] = {}
         self._read_post: dict[tuple[int, int], ChannelWork] = {}
         self._overlap: dict[tuple[int, int], float] = {}
         self._prefix: dict[int, tuple[np.ndarray, float]] = {}
@@ -318,6 +323,16 @@ class Components:
         every channel in step, which is what an earlier model measured). `fraction` is the
         busiest channel's PIM time over the stream alone. Measured per (kind, stream class,
         KV class) at MIXED_FRACTIONS, interpolated linearly (0 at 0), held above the last."""
+        return self._mixed_curve(kind, tokens, fraction, kv_len, 1)
+
+    def mixed_lateness(self, kind: str, tokens: int, fraction: float, kv_len: float) -> float:
+        """How much later the busiest channel's PIM GEMVs end beside the weight stream of
+        `kind` than alone, as a fraction of the stream's time alone: the same runs as
+        `mixed_slowdown` (the stream's weight reads and the GEMVs take turns at the banks),
+        against the GEMVs alone."""
+        return self._mixed_curve(kind, tokens, fraction, kv_len, 2)
+
+    def _mixed_curve(self, kind: str, tokens: int, fraction: float, kv_len: float, col: int) -> float:
         s = self.stream_class(tokens)
         if s != self.min_rows and not self.exact_tokens:
             s = max(p for p in self._grid_until(s) if p <= s)
@@ -325,15 +340,15 @@ class Components:
         key = (kind, s, m)
         pts = self._mixed.get(key)
         if pts is None:
-            pts = [(0.0, 0.0)] + [self._mixed_at(kind, s, m, f) for f in MIXED_FRACTIONS]
+            pts = [(0.0, 0.0, 0.0)] + [self._mixed_at(kind, s, m, f) for f in MIXED_FRACTIONS]
             pts.sort()
             self._mixed[key] = pts
         if fraction >= pts[-1][0]:
-            return pts[-1][1]
-        for (f0, g0), (f1, g1) in zip(pts, pts[1:]):
-            if fraction <= f1:
-                return g0 + (g1 - g0) * (fraction - f0) / max(f1 - f0, 1e-12)
-        return pts[-1][1]
+            return pts[-1][col]
+        for a, b in zip(pts, pts[1:]):
+            if fraction <= b[0]:
+                return a[col] + (b[col] - a[col]) * (fraction - a[0]) / max(b[0] - a[0], 1e-12)
+        return pts[-1][col]
 
     def _mixed_at(self, kind: str, s: int, m: int, frac: float) -> tuple[float, float]:
         """(busiest channel's PIM time over the stream alone, slowdown) of the stream of
@@ -347,6 +362,7 @@ class Components:
             ph.gemm(self.hw.npu, f"{layer}.{mat.name}", T, mat.rows, mat.cols, self.sim.w_base[(layer, mat.name)])
         fakes = []
         busiest = 0.0
+        pim_only = _new_phase(self.hw)
         for ch in range(self.sim.layout.channels):
             rng = np.random.default_rng((m, ch))
             works: list[ChannelWork] = []
@@ -358,14 +374,17 @@ class Components:
                 e = self._fake_entry(1, kv, ch)
                 fakes.append(e.req)
                 self.sim._pim_gemv(ph, e, "attention_pim", -1)
+                self.sim._pim_gemv(pim_only, e, "attention_pim", -1)
             busiest = max(busiest, t)
         res = run_phase(ph, self.sim)
+        pim_alone = run_phase(pim_only, self.sim).pim_end
         for r in fakes:
             self.sim.release(r)
         layer, mat = self.gemms(kind)[-1]
         contended = res.ends[f"{layer}.{mat.name}"] - join_tail(self.hw.npu, T)
         self.measured["stream"] += 1
-        return busiest / S, max(0.0, (contended - S) / S)
+        self.measured["pim"] += 1
+        return busiest / S, max(0.0, (contended - S) / S), max(0.0, (res.pim_end - pim_alone) / S)
 
     def decode_writes(self, n: int, channels: int) -> float:
         """Cycles until the K/V writes of n decodes on one channel are accepted, taken as
@@ -560,6 +579,23 @@ class Components:
             self.measured["read"] += 1
         return got
 
+    def _read_counters(self, kv_len: int) -> tuple[float, np.ndarray]:
+        """The PIM busy cycles and counters per request of `_read_at(kv_len)` (taken from
+        its run of `copies` requests) without its run of one request when only these are
+        asked for (npu-only, `kv_read_beside_post`): the same run, so the same values."""
+        got = self._read.get(kv_len)
+        if got is not None:
+            return got.pim_busy, got.stats
+        c = self._read_many.get(kv_len)
+        if c is None:
+            def build(ph, e):
+                ph.reads(self.sim._kv_token_bursts(e, range(0, e.kv_len)), -1)
+            n = self.copies
+            many = self._run_on_channel([(build, 1, kv_len)] * n)
+            c = self._read_many[kv_len] = (many.pim_busy / n, many.stats / n)
+            self.measured["read"] += 1
+        return c
+
     def post_prefix(self, layer: int = 0) -> tuple[np.ndarray, float]:
         """The post stream's weight reads in channel 0 that no weight tile gates (a GEMM's
         first 2 x arrays tiles load without waiting for a buffer), in channel order up to
@@ -617,14 +653,14 @@ class Components:
             one = self._run_on_channel([(build, 1, kv_len), (weights, 1, 0)])
             n = self.copies
             many = self._run_on_channel([(build, 1, kv_len)] * n + [(weights, 1, 0)])
-            own = self._read_at(kv_len)
+            own_busy, own_stats = self._read_counters(kv_len)
             got = ChannelWork(
                 base=one.cycles,
                 step=(many.cycles - one.cycles) / (n - 1),
                 drained_base=one.drained,
                 drained_step=(many.drained - one.drained) / (n - 1),
-                pim_busy=own.pim_busy,
-                stats=own.stats,
+                pim_busy=own_busy,
+                stats=own_stats,
             )
             self._read_post[key] = got
             self.measured["read"] += 2
@@ -696,7 +732,7 @@ class Components:
 
 
 class Run(NamedTuple):
-    """An engine run of one phase, averaged over where in the refresh interval it starts."""
+    """An engine run of one phase, averaged over where in the refresh period it starts."""
 
     cycles: float  # the phase's cycles (to the last read returned / write accepted)
     drained: float  # until buffered writes were written as well
@@ -707,11 +743,12 @@ class Run(NamedTuple):
     reads: float
     offsets: int  # how many refresh offsets it was averaged over
     task_end: np.ndarray  # per NPU task, its end (phase-relative)
+    pim_end: float = 0.0  # the last PIM command's completion (phase-relative; 0: none)
 
 
 # A run shorter than this many refresh intervals is repeated from REFRESH_OFFSETS evenly
-# spaced starts within the interval and averaged: from a fresh state the first refresh
-# comes a whole interval after the start, which a short run would otherwise never meet.
+# spaced starts over the refresh period (each after a period of idling) and averaged: a
+# short run meets a refresh or not depending on where it starts.
 SHORT_RUN_INTERVALS = 4
 REFRESH_OFFSETS = 4
 
@@ -731,17 +768,20 @@ def refresh_period(p) -> int:
 
 
 def run_phase(ph: Phase, sim: IterationSimulator, offset: int | None = None) -> Run:
-    """Run a phase from fresh engine states (the same phase, the same result, whatever ran
-    before), averaged over refresh offsets when it is short; with `offset`, once, started
-    that many cycles into the refresh interval."""
+    """Run a phase from new engine states (the same phase, the same result, whatever ran
+    before). Once from a fresh state at cycle 0; if that is short (under
+    SHORT_RUN_INTERVALS refresh intervals), instead averaged over REFRESH_OFFSETS starts
+    spread over the refresh period, each after a refresh period of idling (so the
+    refreshes are where a run that went on for a while has them). With `offset`: once,
+    after the idling, started that many cycles into the refresh period."""
     p = sim.params
-    runs = []
     interval = p.refresh_interval
-    for k in range(REFRESH_OFFSETS):
-        o = k * interval // REFRESH_OFFSETS if offset is None else offset
+    refresh = p.refresh_policy != eng.REFRESH_OFF
+
+    def once(o: int, warm: bool):
         state = eng.new_state(p)
         state.glob[eng.G_CLK] = o
-        if offset is not None and p.refresh_policy != eng.REFRESH_OFF:
+        if warm and refresh:
             # as in a run that went on for a while: one refresh period without work first,
             # so the refreshes before the start have been (and perhaps are still going on)
             idle = sim._new_phase()
@@ -749,10 +789,15 @@ def run_phase(ph: Phase, sim: IterationSimulator, offset: int | None = None) -> 
             idle.run(p, state, sim.max_inject)
             o = int(state.glob[eng.G_CLK])
         res = ph.run(p, state, sim.max_inject)
-        runs.append((res, max(float(res.cycles), float(state.glob[eng.G_CLK] - o))))
-        if offset is not None or (k == 0 and (p.refresh_policy == eng.REFRESH_OFF
-                                              or res.cycles >= SHORT_RUN_INTERVALS * interval)):
-            break
+        return res, max(float(res.cycles), float(state.glob[eng.G_CLK] - o))
+
+    if offset is not None:
+        runs = [once(offset, True)]
+    else:
+        runs = [once(0, False)]
+        if refresh and runs[0][0].cycles < SHORT_RUN_INTERVALS * interval:
+            period = refresh_period(p)
+            runs = [once((2 * k + 1) * period // (2 * REFRESH_OFFSETS), True) for k in range(REFRESH_OFFSETS)]
     n = len(runs)
     names = runs[0][0].ops.keys()
     return Run(
@@ -765,6 +810,7 @@ def run_phase(ph: Phase, sim: IterationSimulator, offset: int | None = None) -> 
         reads=sum(r.reads for r, _ in runs) / n,
         offsets=n,
         task_end=sum(np.asarray(r.task_end, np.float64) for r, _ in runs) / n,
+        pim_end=sum(float(r.pim_end) for r, _ in runs) / n,
     )
 
 

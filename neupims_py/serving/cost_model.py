@@ -9,7 +9,7 @@ One interface, two implementations:
   and memoised (components.py): weight streams per token class; per request, the PIM
   attention, K/V writes and K/V reads it puts on its channel; and two calibrations (how
   much a weight stream slows down while PIM runs beside it for a part of it,
-  `mixed_slowdown`; how much
+  `mixed_slowdown`, and how much later the PIM ends then, `mixed_lateness`; how much
   K/V writes get in PIM's way on one channel, `write_pim_overlap`). The composition
   follows the phase structure of `IterationSimulator.plan()`:
 
@@ -30,7 +30,8 @@ One interface, two implementations:
   * neupims with sub-batches: sb1.pre, then per layer two phases in which one sub-batch's
     weight stream (post of the last layer + pre of this one, then its K/V writes) runs
     while the other's attention runs on PIM from the phase start: phase = max(NPU side
-    slowed by the PIM beside it, the slowest channel's PIM + writes); then sb2.post. With
+    slowed by the PIM beside it, the slowest channel's PIM, late by what the stream beside
+    it costs it, + writes); then sb2.post. With
     a start cycle and short streams, the first and the last phase's streams (no PIM
     beside them) are measured at the refresh offsets they start at; the others averaged.
 
@@ -765,7 +766,9 @@ class ReuseCost(CostModel):
         stream holds a pre, its K/V writes after QKV; `attn_sb` attends: PIM GEMVs from the
         phase start, side by side with the stream (which they slow down by
         `mixed_slowdown`, for the busiest channel's share of the stream and the decodes'
-        mean KV length), prefills on the arrays after their last tile. The decodes' writes
+        mean KV length, and which makes them end `mixed_lateness` later: the micro model's
+        PIM-bound phases were 5-10 % short without it), prefills on the arrays after their
+        last tile. The decodes' writes
         on a channel are accepted after `Components.decode_writes` (`_decode_writes`).
         `trace`: None, or (timeline phases list, label, phase layer offset, NPU sub-batch,
         attention sub-batch, attention layer offset) to append this phase's TracePhase to.
@@ -777,16 +780,18 @@ class ReuseCost(CostModel):
         pim_side = max((_channel_time(p) for p in pims.values()), default=0.0)
         S = sm.ends[-1]
         slow = 1.0
+        late = 0.0
         if pim_side:
             kv = float(np.mean([e.kv_len for e in attn_sb if not self._on_npu(e)]))
             slow += self.parts.mixed_slowdown(kind, T, pim_side / S, kv)
+            late = self.parts.mixed_lateness(kind, T, pim_side / S, kv) * S
         ends = _replay(steps, [t * slow for t in sm.ends])
         npu_end = max(ends)
         j_end = ends[j] if j is not None else None
         writes = self._decode_writes(npu_sb) if j is not None else {}
         reads = self._reads(attn_sb) if attn_sb is not None else {}
         io_from = j_end if j_end is not None else S * slow
-        chans = {c: self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), 0.0, io_from)
+        chans = {c: self._combine(writes.get(c, []), pims.get(c, []), reads.get(c, []), late if c in pims else 0.0, io_from)
                  for c in set(writes) | set(pims) | set(reads)}
         chan_end = max(chans.values(), default=0.0)
         attn_end = attn_busy = 0.0
