@@ -21,10 +21,16 @@ def new_table(min_capacity: int) -> tuple[np.ndarray, np.ndarray]:
 
 @kernel(inline="always")
 def _slot(key, mask):
-    # xor-shift of the 64-byte line number (addresses are line aligned): no multiplication,
-    # so it cannot overflow when the kernels run as plain Python (NUMBA_DISABLE_JIT=1)
+    """Home slot of a key: an xor-shift of its 64-byte line number (addresses are line
+    aligned; no multiplication, so it cannot overflow when the kernels run as plain Python,
+    NUMBA_DISABLE_JIT=1), doubled: homes are even slots. A stream's pending lines are
+    consecutive, so they have consecutive hashes; in consecutive slots they made one run
+    of occupied slots that every deletion walked to its end (backward shift: tens of
+    slots a deletion on a weight stream). With a free odd slot after each home, a deletion
+    stops at the next slot, and consecutive lines still share cache lines (four to a line).
+    """
     x = key >> 6
-    return (x ^ (x >> 13) ^ (x >> 29)) & mask
+    return ((x ^ (x >> 13) ^ (x >> 29)) << 1) & mask
 
 
 @kernel
