@@ -956,6 +956,17 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         s.chan[ch, CH_STUCK] = 0
         if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QMASK] &= ~(1 << q)
+    if cmd != REF and p.per_bank_queues and (p.pim_dual or not p.pim_enabled) and s.queue.shape[1] <= MASK_QUEUES:
+        qb = gb - ch * banks_in_channel
+        if s.queue[ch, qb, QU_LEN] > 0:
+            # the bank's queue was reset above; with the timing just raised, the least
+            # earliest cycle of the commands the bank can take next bounds it instead (the
+            # search at the next cycles would find nothing before it)
+            lb = _bank_queue_bound(s, ch, gb, p.close_page, p.ranks, p.tFAW)
+            s.queue[ch, qb, QU_LB] = lb
+            s.chan[ch, CH_QDIRTY] &= ~(1 << qb)
+            if lb < s.chan[ch, CH_MINLB]:
+                s.chan[ch, CH_MINLB] = lb
     if rid >= 0:
         # the queue's item at k (the next one after a column command, else the one whose
         # row this ACT / PRE serves) is likely the next to issue there: with deep queues its
@@ -964,6 +975,26 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         if n > 0:
             j = k if k < n else n - 1
             prefetch_row(b.req, s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + j)] & RID_MASK)
+
+
+@kernel(inline="always")
+def _bank_queue_bound(s, ch, gb, close_page, ranks, tfaw):
+    """A ready bound of bank gb's command queue (per-bank queues) from the bank's state
+    alone: a closed bank needs ACT (its timing and tFAW), an open one RD / WR (a hit) or PRE
+    (a miss). Conditions (hits, arbitration, rows held by PIM) only delay a command, so the
+    least of those cycles bounds every item; it holds until the bank or the queue changes,
+    as every bound does. Only with dual PIM row buffers or none: a single one's G_ACT
+    opens rows without resetting bounds."""
+    if s.bank[gb, BK_OPEN_ROW] < 0:
+        return _act_ready_at(s.bank, s.tnext, s.floor, s.rank, ch, ranks, tfaw, gb)
+    t = _ready_at(s.bank, s.tnext, s.floor, PRE, gb)
+    v = _ready_at(s.bank, s.tnext, s.floor, RDA if close_page else RD, gb)
+    if v < t:
+        t = v
+    v = _ready_at(s.bank, s.tnext, s.floor, WRA if close_page else WR, gb)
+    if v < t:
+        t = v
+    return t
 
 
 @kernel
