@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from neupims_py.engine.hashtable import ht_del, ht_get, ht_put, new_table
+from neupims_py.engine.hashtable import ht_del, ht_get, ht_put, new_table  # inlined where called
 from neupims_py.engine.jit import ctz, kernel, prefetch_row
 from neupims_py.formats import NUM_CMDS, NUM_STATS, READ_LAT_BIN, READ_LAT_BINS, Cmd, Stat
 

@@ -33,7 +33,7 @@ def _slot(key, mask):
     return ((x ^ (x >> 13) ^ (x >> 29)) << 1) & mask
 
 
-@kernel
+@kernel(inline="always")  # a call would pass both arrays field by field
 def ht_get(keys, vals, key):
     """Value stored for key, or -1."""
     mask = keys.shape[0] - 1
@@ -47,7 +47,7 @@ def ht_get(keys, vals, key):
         i = (i + 1) & mask
 
 
-@kernel
+@kernel(inline="always")  # a call would pass both arrays field by field
 def ht_put(keys, vals, key, val):
     mask = keys.shape[0] - 1
     i = _slot(key, mask)
@@ -60,7 +60,7 @@ def ht_put(keys, vals, key, val):
         i = (i + 1) & mask
 
 
-@kernel
+@kernel(inline="always")  # a call would pass both arrays field by field
 def ht_del(keys, vals, key):
     """Remove key if present (backward-shift deletion keeps probe chains intact)."""
     mask = keys.shape[0] - 1
