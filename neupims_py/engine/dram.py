@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from neupims_py.engine.hashtable import ht_del, ht_get, ht_put, new_table
+from neupims_py.engine.hashtable import ht_del, ht_get, ht_put, new_table  # inlined where called
 from neupims_py.engine.jit import ctz, kernel, prefetch_row
 from neupims_py.formats import NUM_CMDS, NUM_STATS, READ_LAT_BIN, READ_LAT_BINS, Cmd, Stat
 
@@ -956,6 +956,17 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         s.chan[ch, CH_STUCK] = 0
         if n == 1 and s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QMASK] &= ~(1 << q)
+    if cmd != REF and p.per_bank_queues and (p.pim_dual or not p.pim_enabled) and s.queue.shape[1] <= MASK_QUEUES:
+        qb = gb - ch * banks_in_channel
+        if s.queue[ch, qb, QU_LEN] > 0:
+            # the bank's queue was reset above; with the timing just raised, the least
+            # earliest cycle of the commands the bank can take next bounds it instead (the
+            # search at the next cycles would find nothing before it)
+            lb = _bank_queue_bound(s, ch, gb, p.close_page, p.ranks, p.tFAW)
+            s.queue[ch, qb, QU_LB] = lb
+            s.chan[ch, CH_QDIRTY] &= ~(1 << qb)
+            if lb < s.chan[ch, CH_MINLB]:
+                s.chan[ch, CH_MINLB] = lb
     if rid >= 0:
         # the queue's item at k (the next one after a column command, else the one whose
         # row this ACT / PRE serves) is likely the next to issue there: with deep queues its
@@ -964,6 +975,26 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         if n > 0:
             j = k if k < n else n - 1
             prefetch_row(b.req, s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + j)] & RID_MASK)
+
+
+@kernel(inline="always")
+def _bank_queue_bound(s, ch, gb, close_page, ranks, tfaw):
+    """A ready bound of bank gb's command queue (per-bank queues) from the bank's state
+    alone: a closed bank needs ACT (its timing and tFAW), an open one RD / WR (a hit) or PRE
+    (a miss). Conditions (hits, arbitration, rows held by PIM) only delay a command, so the
+    least of those cycles bounds every item; it holds until the bank or the queue changes,
+    as every bound does. Only with dual PIM row buffers or none: a single one's G_ACT
+    opens rows without resetting bounds."""
+    if s.bank[gb, BK_OPEN_ROW] < 0:
+        return _act_ready_at(s.bank, s.tnext, s.floor, s.rank, ch, ranks, tfaw, gb)
+    t = _ready_at(s.bank, s.tnext, s.floor, PRE, gb)
+    v = _ready_at(s.bank, s.tnext, s.floor, RDA if close_page else RD, gb)
+    if v < t:
+        t = v
+    v = _ready_at(s.bank, s.tnext, s.floor, WRA if close_page else WR, gb)
+    if v < t:
+        t = v
+    return t
 
 
 @kernel
@@ -1076,8 +1107,7 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
     read / write hits), so the channel is not woken for a command nothing waits for; what
     decides (hits, the open row, the bank's hit count) changes only with an issue at the
     bank or a new item, both of which reset the bound."""
-    key0 = queue[ch, q, base + 1]
-    gb = key0 >> KEY_BANK_SHIFT
+    gb = ch * queue.shape[1] + q  # (the bank of every item: no load of an item first)
     orow = bank[gb, BK_OPEN_ROW]
     if orow < 0:
         bt = _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb)
@@ -1096,7 +1126,7 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
     # a precharge only ever serves the first item, when it is a miss and no hit on the open
     # row comes first (row-hit cap)
     t_pre = INF
-    if (key0 >> 1) & KEY_ROW_MASK != orow and (hits == 0 or bank[gb, BK_HITS] >= row_hit_cap):
+    if (hits == 0 or bank[gb, BK_HITS] >= row_hit_cap) and (queue[ch, q, base + 1] >> 1) & KEY_ROW_MASK != orow:
         t_pre = _ready_at(bank, tnext, floor, PRE, gb)
         if clk >= t_pre:
             return PRE, 0
@@ -1261,6 +1291,31 @@ def _key_queue(p, s, ch, key):
 
 
 @kernel(inline="always")
+def _bound_stands(p, s, ch, q, n, key):
+    """Whether per-bank command queue q (n items) keeps its ready bound when a read with
+    this key joins it at the end (else the bound is reset and the queue searched again).
+
+    A bound is set by a search that found nothing (``_first_ready_one_bank``); every later
+    change at the bank (an issue there, a refresh, PIM rows closing) has reset it, so the
+    bank's row and hit count are those the search saw and its timing can only have
+    risen. The new read, behind n >= 1 items, cannot make a command ready earlier when
+    the bank is closed (the bound is the ACT's timing; INF, rows held by PIM, is not
+    kept), when it misses the open row (a precharge serves the first item only) or when
+    it hits the open row and read hits were already queued (their RD bound counts). A
+    write can release a held one (no read of its location before it): never kept. With
+    a single PIM row buffer G_ACT opens rows without a reset: never kept."""
+    if not p.per_bank_queues or n == 0 or key & 1 or (p.pim_enabled and not p.pim_dual):
+        return False
+    lb = s.queue[ch, q, QU_LB]
+    if lb == 0 or lb >= INF:
+        return False
+    orow = s.bank[key >> KEY_BANK_SHIFT, BK_OPEN_ROW]
+    if orow < 0 or (key >> 1) & KEY_ROW_MASK != orow:
+        return True
+    return (s.queue[ch, q, QU_HITS] & HIT_MASK) != 0
+
+
+@kernel(inline="always")
 def _move_one(p, s, b, ch, writes):
     """Move the first transaction of the read queue (writes=0) or write buffer (writes=1)
     whose command queue has room. A write with a pending read of its address stops there."""
@@ -1295,14 +1350,16 @@ def _move_one(p, s, b, ch, writes):
         at = QU_ITEMS + 2 * (h + nq_len)
         s.queue[ch, q, at] = w
         s.queue[ch, q, at + 1] = key
+        stands = _bound_stands(p, s, ch, q, nq_len, key)
         if p.per_bank_queues and (key >> 1) & KEY_ROW_MASK == s.bank[key >> KEY_BANK_SHIFT, BK_OPEN_ROW]:
             s.queue[ch, q, QU_HITS] += 1 << (HIT_BITS * (key & 1))
         s.queue[ch, q, QU_LEN] += 1
         s.chan[ch, CH_CQ_TOTAL] += 1
-        s.queue[ch, q, QU_LB] = 0
-        if s.queue.shape[1] <= MASK_QUEUES:
-            s.chan[ch, CH_QMASK] |= 1 << q
-            s.chan[ch, CH_QDIRTY] |= 1 << q
+        if not stands:
+            s.queue[ch, q, QU_LB] = 0
+            if s.queue.shape[1] <= MASK_QUEUES:
+                s.chan[ch, CH_QMASK] |= 1 << q
+                s.chan[ch, CH_QDIRTY] |= 1 << q
         return MOVED_ONE
     s.chan[ch, CH_STUCK] |= 1 << writes
     return MOVED_NONE

@@ -21,13 +21,19 @@ def new_table(min_capacity: int) -> tuple[np.ndarray, np.ndarray]:
 
 @kernel(inline="always")
 def _slot(key, mask):
-    # xor-shift of the 64-byte line number (addresses are line aligned): no multiplication,
-    # so it cannot overflow when the kernels run as plain Python (NUMBA_DISABLE_JIT=1)
+    """Home slot of a key: an xor-shift of its 64-byte line number (addresses are line
+    aligned; no multiplication, so it cannot overflow when the kernels run as plain Python,
+    NUMBA_DISABLE_JIT=1), doubled: homes are even slots. A stream's pending lines are
+    consecutive, so they have consecutive hashes; in consecutive slots they made one run
+    of occupied slots that every deletion walked to its end (backward shift: tens of
+    slots a deletion on a weight stream). With a free odd slot after each home, a deletion
+    stops at the next slot, and consecutive lines still share cache lines (four to a line).
+    """
     x = key >> 6
-    return (x ^ (x >> 13) ^ (x >> 29)) & mask
+    return ((x ^ (x >> 13) ^ (x >> 29)) << 1) & mask
 
 
-@kernel
+@kernel(inline="always")  # a call would pass both arrays field by field
 def ht_get(keys, vals, key):
     """Value stored for key, or -1."""
     mask = keys.shape[0] - 1
@@ -41,7 +47,7 @@ def ht_get(keys, vals, key):
         i = (i + 1) & mask
 
 
-@kernel
+@kernel(inline="always")  # a call would pass both arrays field by field
 def ht_put(keys, vals, key, val):
     mask = keys.shape[0] - 1
     i = _slot(key, mask)
@@ -54,7 +60,7 @@ def ht_put(keys, vals, key, val):
         i = (i + 1) & mask
 
 
-@kernel
+@kernel(inline="always")  # a call would pass both arrays field by field
 def ht_del(keys, vals, key):
     """Remove key if present (backward-shift deletion keeps probe chains intact)."""
     mask = keys.shape[0] - 1
