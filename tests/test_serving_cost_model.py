@@ -147,6 +147,15 @@ def test_kv_reads_step_with_v_columns():
             assert parts.kv_read(kv).base == pytest.approx(direct(kv), rel=0.02), (name, kv)
 
 
+def _six_decodes(sim):
+    """Six decodes (KV 43, 44, 55, 63, 18, 23 tokens on channels 0-5) holding KV rows in
+    `sim`, and the two sub-batches NeuPIMs splits them into."""
+    batch = [E(10 + i, 1, kv, i) for i, kv in enumerate((43, 44, 55, 63, 18, 23))]
+    for e in batch:
+        sim.ensure_kv(e, e.kv_len + 5)
+    return (batch, *sim.split_sub_batches(batch))
+
+
 def test_short_pim_beside_a_stream_slows_it_by_what_was_measured_for_that_fraction():
     """An interleaved phase (sub-batch 1's post and next pre beside sub-batch 2's PIM
     attention, tiny model, three decodes each) composed by ReuseCost against the engine
@@ -158,10 +167,7 @@ def test_short_pim_beside_a_stream_slows_it_by_what_was_measured_for_that_fracti
     from neupims_py.serving.cost_model import _Acc
     cost = reuse_cost("neupims", "tiny", ("system.sub_batch_threshold=4",))
     sim = cost.sim
-    batch = [E(10 + i, 1, kv, i) for i, kv in enumerate((43, 44, 55, 63, 18, 23))]
-    for e in batch:
-        sim.ensure_kv(e, e.kv_len + 5)
-    sb1, sb2 = sim.split_sub_batches(batch)
+    batch, sb1, sb2 = _six_decodes(sim)
     ph = sim._new_phase()
     sim._post(ph, 0, sb1, "")
     sim._pre(ph, 1, sb1, "")
@@ -183,10 +189,7 @@ def test_pim_beside_a_stream_ends_late():
     from neupims_py.serving.cost_model import _Acc
     cost = reuse_cost("neupims", "micro", SUB4)
     sim = cost.sim
-    batch = [E(10 + i, 1, kv, i) for i, kv in enumerate((43, 44, 55, 63, 18, 23))]
-    for e in batch:
-        sim.ensure_kv(e, e.kv_len + 5)
-    sb1, sb2 = sim.split_sub_batches(batch)
+    batch, sb1, sb2 = _six_decodes(sim)
     ph = sim._new_phase()
     sim._post(ph, 1, sb1, "")
     sim._mha(ph, 1, sb2, "")
