@@ -2,6 +2,10 @@
 
 Used for the controller's pending-read and pending-write address maps: linear probing with
 backward-shift deletion, so no tombstones accumulate over a long run.
+
+The functions are inlined into engine/dram.py's kernels, whose on-disk Numba cache is
+checked against dram.py alone: after editing this file, change dram.py too (a comment will
+do) or delete neupims_py/engine/__pycache__, or the cached kernels keep the old code.
 """
 
 from __future__ import annotations
