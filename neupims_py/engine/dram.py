@@ -1831,7 +1831,8 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
         if s.chan[ch, CH_WB_LEN] >= p.write_buffer_size:
             return False
         b.req[rid, RQ_ADDED] = at
-        if ht_get(s.wkeys, s.wvals, a) < 0:
+        # (C_PENDING_WRITES counts the pending-write table's entries: a run ends with none)
+        if ctl[C_PENDING_WRITES] == 0 or ht_get(s.wkeys, s.wvals, a) < 0:
             ht_put(s.wkeys, s.wvals, a, rid)
             key = _key(p, a, ch, 1)
             _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid | (_col(p, a) << RID_BITS), key)
@@ -1849,7 +1850,7 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
     if s.chan[ch, CH_RQ_LEN] >= p.trans_queue_size:
         return False
     b.req[rid, RQ_ADDED] = at
-    if ht_get(s.wkeys, s.wvals, a) >= 0:
+    if ctl[C_PENDING_WRITES] > 0 and ht_get(s.wkeys, s.wvals, a) >= 0:
         # served from the write buffer
         s.stats[ch, S_READS_FORWARDED] += 1
         _read_returned(s, b, ch, rid, at + 1)
