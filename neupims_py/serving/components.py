@@ -350,8 +350,8 @@ class Components:
                 return a[col] + (b[col] - a[col]) * (fraction - a[0]) / max(b[0] - a[0], 1e-12)
         return pts[-1][col]
 
-    def _mixed_at(self, kind: str, s: int, m: int, frac: float) -> tuple[float, float]:
-        """(busiest channel's PIM time over the stream alone, slowdown) of the stream of
+    def _mixed_at(self, kind: str, s: int, m: int, frac: float) -> tuple[float, float, float]:
+        """(busiest channel's PIM time over the stream alone, slowdown, PIM lateness) of the stream of
         `kind` at stream class s beside mixed decodes of KV class m filling about `frac`
         of it on every channel."""
         alone = self._stream_at(kind, s)
@@ -569,12 +569,14 @@ class Components:
             return a
         return _mix(a, self._read_at(lo + g), (kv_len - lo - 1) / (g - 1))
 
+    def _build_read(self, ph, e) -> None:
+        """A request's K/V reads of all its tokens (npu-only attention's operands)."""
+        ph.reads(self.sim._kv_token_bursts(e, range(0, e.kv_len)), -1)
+
     def _read_at(self, kv_len: int) -> ChannelWork:
         got = self._read.get(kv_len)
         if got is None:
-            def build(ph, e):
-                ph.reads(self.sim._kv_token_bursts(e, range(0, e.kv_len)), -1)
-            got = self._channel_work(build, 1, kv_len)
+            got = self._channel_work(self._build_read, 1, kv_len)
             self._read[kv_len] = got
             self.measured["read"] += 1
         return got
@@ -588,10 +590,8 @@ class Components:
             return got.pim_busy, got.stats
         c = self._read_many.get(kv_len)
         if c is None:
-            def build(ph, e):
-                ph.reads(self.sim._kv_token_bursts(e, range(0, e.kv_len)), -1)
             n = self.copies
-            many = self._run_on_channel([(build, 1, kv_len)] * n)
+            many = self._run_on_channel([(self._build_read, 1, kv_len)] * n)
             c = self._read_many[kv_len] = (many.pim_busy / n, many.stats / n)
             self.measured["read"] += 1
         return c
