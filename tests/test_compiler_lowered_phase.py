@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from neupims_py.compiler import BatchEntry, IterationSimulator
-from neupims_py.compiler.program import LoweredPhase, shift_renames
+from neupims_py.compiler.program import LoweredPhase, _execute, shift_renames
 from neupims_py.config import load_hw
+from neupims_py.dram.lower import lower_memory
+from neupims_py.engine import dram as eng
 from neupims_py.model import load_model
 
 MiB = 2**20
@@ -50,8 +52,10 @@ def test_no_stride_when_a_layer_is_not_a_whole_number_of_stripes():
 @pytest.mark.parametrize("k", [1, 3])
 def test_a_lowered_phase_moved_k_layers_is_the_phase_lowered_k_layers_on(k):
     """Sub-batch 1's post with its next pre and sub-batch 2's attention (NeuPIMs' second
-    stage): lowered for layer 0 and moved k layers, the engine's request table, the tasks,
-    the PIM streams and the report plan equal those lowered for layer k."""
+    stage): lowered for layer 0 and run moved k layers (the engine moves the addresses as it
+    accepts the requests), the engine's request table afterwards, the tasks, the PIM streams
+    and the report plan equal those of the phase lowered for layer k and run on a fresh
+    state of its own; run again unmoved, the table holds layer 0's addresses again."""
     hw = load_hw("neupims", ["system.sub_batch_threshold=4"])
     sim = IterationSimulator(hw, d512())
     for e in BATCH:
@@ -62,17 +66,62 @@ def test_a_lowered_phase_moved_k_layers_is_the_phase_lowered_k_layers_on(k):
         return (("post", layer, 1), ("pre", layer + 1, 1), ("mha", layer, 2))
 
     lp = LoweredPhase(sim._build(steps(0), groups), sim.params, sim.rows.first_row)
-    moved = lp.batch(sim.params, k * sim._layer_stride())
+    got = lp.run(sim.params, eng.new_state(sim.params), sim.max_inject, weight_delta=k * sim._layer_stride())
+    assert lp.delta == k * sim._layer_stride()
     want = sim._build(steps(k), groups)._lower(sim.params, None)
-    assert moved._fields == want.batch._fields
-    for name, x, y in zip(moved._fields, moved, want.batch):
-        assert np.array_equal(x, y), name
+    want_run = _execute(want, want.batch, want.pim_cols, want.tasks.copy(), sim.params,
+                        eng.new_state(sim.params), sim.max_inject)
+    assert np.array_equal(lp.lw.batch.req, want.batch.req)  # addresses, and every output
+    assert np.array_equal(lp.lw.batch.write, want.batch.write)
+    assert got.cycles == want_run.cycles and got.ops == want_run.ops
     assert np.array_equal(lp.lw.tasks, want.tasks)
     assert np.array_equal(lp.lw.pim_cols, want.pim_cols)
     assert [r[0] for r in lp.lw.report] == [r[0] for r in want.report]
-    # the table kept for later runs is the layer-0 one: moved back by nothing, it is that
+    # moved back: layer 0's table (addresses and inputs; the outputs are this run's)
+    lp.run(sim.params, eng.new_state(sim.params), sim.max_inject, weight_delta=0)
     w0 = sim._build(steps(0), groups)._lower(sim.params, None).batch
-    assert all(np.array_equal(x, y) for x, y in zip(lp.batch(sim.params, 0), w0))
+    inputs = [eng.RQ_ADDR, eng.RQ_GROUP, eng.RQ_CYCLE, eng.RQ_AFTER]
+    assert np.array_equal(lp.lw.batch.req[:, inputs], w0.req[:, inputs])
+    assert not (w0.req[:, eng.RQ_DONE] >= 0).any() and (lp.lw.batch.req[:, eng.RQ_DONE] >= 0).all()
+
+
+def test_the_engine_moves_each_request_once_and_sets_its_outputs_anew():
+    """The engine's move (new_ctl move_delta / move_below_row) against a table made with the
+    moved addresses: a single stream of 128 reads and writes to 16 columns of rows 0, 1, 3, 4 of one
+    bank, those below row 3 (the "weights") moved one row up, offered 4 a cycle into a
+    transaction queue of 32 (so requests are refused and offered again: each must move
+    once). Run twice on one table, the second time moved back (the moved rows are still below
+    row 3), it equals fresh tables of the moved and original addresses run on the same
+    states, outputs and all."""
+    p = lower_memory(load_hw("hbm2-8gb-x128").memory)
+    row = 1 << p.ro_shift
+    rows = np.repeat([0, 1, 3, 4], 32)
+    addr = rows * row + (np.arange(128) % 16) * 64  # each address twice: duplicate reads
+    moved = np.where(rows < 3, addr + row, addr)
+    isw = np.arange(128) % 3 == 0
+    cyc = np.zeros(128, np.int64)
+
+    def run(table, state, delta):
+        pb = eng.new_pim_batch(p)
+        ctl = eng.new_ctl(int(state.glob[eng.G_CLK]), 4, False, delta, 3)
+        nt = eng.new_npu_tasks()
+        eng.run_requests(p, state, table, pb, nt, ctl, eng.new_log(1), np.zeros_like(state.stats))
+        state.glob[eng.G_CLK] = ctl[eng.C_END] + 1
+
+    one = eng.new_batch(p, addr, isw, cyc)
+    s1, s2 = eng.new_state(p), eng.new_state(p)
+    run(one, s1, row)
+    want = eng.new_batch(p, moved, isw, cyc)
+    run(want, s2, 0)
+    assert np.array_equal(one.req, want.req)
+    per_cycle = np.bincount(one.req[:, eng.RQ_ADDED])
+    assert (per_cycle[1:-1] < 4).any()  # refused at times: offered again
+    one = one._replace(inj=eng.new_batch(p, addr, isw, cyc).inj)
+    run(one, s1, -row)
+    want = eng.new_batch(p, addr, isw, cyc)
+    run(want, s2, 0)
+    assert np.array_equal(one.req, want.req)
+    assert all(np.array_equal(x, y) for x, y in zip(s1, s2))
 
 
 @pytest.mark.parametrize("preset,overrides", [

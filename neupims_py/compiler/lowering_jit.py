@@ -259,17 +259,3 @@ def kv_bursts(g: KvGeo, ch, base, k_rows, t0, t1) -> tuple[np.ndarray, np.ndarra
     n = kv_burst_fill(g, *args, t0, t1, out)
     assert n == len(out)
     return out, counts
-
-
-@kernel
-def copy_rows_shifted(src, dst, col, ro_shift, ro_mask, first_row, delta):
-    """dst = src (a request table [n, columns]), with `delta` added to column `col` (the
-    byte address) of the rows whose address lies in a row below `first_row` (the weights):
-    a table lowered for one layer's weights, moved to another layer's (program.py
-    LoweredPhase). One pass over the rows."""
-    for i in range(src.shape[0]):
-        for c in range(src.shape[1]):
-            dst[i, c] = src[i, c]
-        a = src[i, col]
-        if ((a >> ro_shift) & ro_mask) < first_row:
-            dst[i, col] = a + delta

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neupims_py.compiler.lowering_jit import P_CH, P_CMD, P_COLS, P_OP, copy_rows_shifted
+from neupims_py.compiler.lowering_jit import P_CH, P_CMD, P_COLS, P_OP
 from neupims_py.engine import dram as eng
 from neupims_py.formats import Cmd
 from neupims_py.npu import check_gemm_sram
@@ -249,9 +249,10 @@ class _Lowered:
     writes: int
 
 
-def _execute(lw: _Lowered, batch, c, t, p, state, max_inject) -> PhaseResult:
-    """Run a lowered phase on the engine state, with `batch` (its request table, fresh),
-    PIM columns `c` and tasks `t`."""
+def _execute(lw: _Lowered, batch, c, t, p, state, max_inject, move=(0, 0)) -> PhaseResult:
+    """Run a lowered phase on the engine state, with `batch` (its request table), PIM
+    columns `c`, tasks `t` and the move of addresses `move` (bytes, below which row: the
+    engine's ``new_ctl``)."""
     nres = lw.n_res
     start = int(state.glob[eng.G_CLK])
     tasks = eng.new_npu_tasks(t[0], t[1], t[2], n_resources=nres)
@@ -261,7 +262,7 @@ def _execute(lw: _Lowered, batch, c, t, p, state, max_inject) -> PhaseResult:
                                presorted=True)
     else:
         pb = eng.new_pim_batch(p)
-    ctl = eng.new_ctl(start, max_inject, False)
+    ctl = eng.new_ctl(start, max_inject, False, *move)
     log = eng.new_log(1)
     before = state.stats.copy()
     snap = np.zeros_like(state.stats)
@@ -372,35 +373,32 @@ class PlainPagesBuffer:
 
 class LoweredPhase:
     """A phase lowered once to the engine's inputs (request table, tasks, PIM streams,
-    report plan) and run any number of times. The engine writes into the request table,
-    so each run takes a copy (in `buffer`'s memory); `weight_delta` moves the address of
-    every request in a row below `first_row` (the weights) by that many bytes on the way
-    (compiler/lowering_jit.py copy_rows_shifted). With the weight stride of k layers
-    (IterationSimulator: every layer's weights at the same channel, bank and column
-    offsets, rows a fixed number apart) that is the same phase lowered k layers on."""
+    report plan) and run any number of times. `weight_delta` moves the address of every
+    request in a row below `first_row` (the weights) by that many bytes. With the weight
+    stride of k layers (IterationSimulator: every layer's weights at the same channel, bank
+    and column offsets, rows a fixed number apart) that is the same phase lowered k layers
+    on. The engine moves the addresses as it accepts the requests and sets their outputs
+    anew (``eng.new_ctl``'s move), so the one table serves every run without a copy: it
+    holds the addresses of the layer last run (`delta`, bytes from the layer lowered)."""
 
     def __init__(self, phase: Phase, p: eng.DramParams, first_row: int):
-        self.buffer = phase.buffer if phase.buffer is not None else PlainPagesBuffer()
-        lw = phase._lower(p, self.buffer)
-        # the table as made, kept in memory of its own (ordinary pages: `plain_pages`)
-        req = lw.batch.req
-        kept = plain_pages(req.shape, req.dtype)
-        kept[...] = req
-        lw.batch = lw.batch._replace(req=kept, write=lw.batch.write.copy())
-        self.lw = lw
+        # the table in memory of its own, in ordinary pages (`plain_pages`)
+        self.lw = phase._lower(p, PlainPagesBuffer())
         self.first_row = first_row
-        self._tasks = np.empty_like(lw.tasks)
-        self._pim = np.empty_like(lw.pim_cols) if lw.pim_cols is not None else None
+        self.delta: int | None = 0
+        self._tasks = np.empty_like(self.lw.tasks)
+        self._pim = np.empty_like(self.lw.pim_cols) if self.lw.pim_cols is not None else None
 
-    def batch(self, p: eng.DramParams, weight_delta: int = 0) -> eng.DramBatch:
-        """A fresh copy of the request table, weight addresses moved by weight_delta."""
+    def batch(self, p: eng.DramParams, weight_delta: int = 0) -> tuple[eng.DramBatch, int]:
+        """The table for a run with the weights `weight_delta` bytes from the layer lowered,
+        and the move the run must make (``eng.new_ctl``'s move_delta)."""
+        if self.delta is None:
+            raise RuntimeError("a run of this lowered phase stopped half way: its request table is "
+                               "partly moved; lower the phase again")
         tb = self.lw.batch
-        req, write = self.buffer.take(len(tb.req))
-        copy_rows_shifted(tb.req, req, eng.RQ_ADDR, p.ro_shift, p.ro_mask, self.first_row, weight_delta)
-        write[...] = tb.write
         fields = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in tb._asdict().items()
                   if k not in ("req", "write")}
-        return type(tb)(req=req, write=write, **fields)
+        return type(tb)(req=tb.req, write=tb.write, **fields), weight_delta - self.delta
 
     def run(self, p: eng.DramParams, state: eng.DramState, max_inject: int,
             weight_delta: int = 0) -> PhaseResult:
@@ -410,13 +408,18 @@ class LoweredPhase:
         np.copyto(self._tasks, lw.tasks)
         if self._pim is not None:
             np.copyto(self._pim, lw.pim_cols)
-        return _execute(lw, self.batch(p, weight_delta), self._pim, self._tasks, p, state, max_inject)
+        batch, move = self.batch(p, weight_delta)
+        self.delta = None  # (until the run has moved every request)
+        r = _execute(lw, batch, self._pim, self._tasks, p, state, max_inject, move=(move, self.first_row))
+        self.delta = weight_delta
+        return r
 
 
 def shift_renames(p: eng.DramParams, addr: np.ndarray, first_row: int, delta: int) -> bool:
     """Whether the engine's request table of `addr` with the addresses in rows below
     `first_row` moved by `delta` bytes is the table of `addr` with those addresses moved,
-    as LoweredPhase makes it (no field of the table but the address depends on them)."""
+    as the engine makes it for LoweredPhase (eng.new_ctl's move: no field of the table but
+    the address depends on them)."""
     addr = np.asarray(addr, np.int64)
     n = len(addr)
     moved = np.where(((addr >> p.ro_shift) & p.ro_mask) < first_row, addr + delta, addr)
@@ -428,8 +431,9 @@ def shift_renames(p: eng.DramParams, addr: np.ndarray, first_row: int, delta: in
 
     want = table(moved)
     made = table(addr)
-    req = np.empty_like(made.req)
-    copy_rows_shifted(made.req, req, eng.RQ_ADDR, p.ro_shift, p.ro_mask, first_row, delta)
+    req = made.req.copy()
+    a = req[:, eng.RQ_ADDR]
+    a[((a >> p.ro_shift) & p.ro_mask) < first_row] += delta
     made = made._replace(req=req)
     return all(np.array_equal(x, y) for x, y in zip(made, want))
 

@@ -83,7 +83,7 @@ S_PIM_BUSY_CYCLES = int(Stat.PIM_BUSY_CYCLES)
 S_PIM_BLOCKED_CYCLES = int(Stat.PIM_BLOCKED_CYCLES)
 
 # Run-control scalars (``RunCtl``): one int64 array per call.
-C_UNUSED0 = 0
+C_MOVE_DELTA = 0  # added to the address of each request in a row below C_MOVE_BELOW_ROW...
 C_OUTSTANDING_READS = 1  # reads accepted and not yet given a return cycle
 C_PHASE = 2  # 0 running, 1 all reads issued: run to END, 2 flushing writes, 3 done
 C_END = 3  # cycle the last read returned / last write was acknowledged
@@ -94,7 +94,7 @@ C_QUIET = 7  # a step without ticks still to make (run_requests), -1: none
 C_LOG_N = 8  # commands recorded in the log so far
 C_LOG_ON = 9
 C_PENDING_WRITES = 10  # writes in buffers / command queues, not yet issued
-C_UNUSED11 = 11
+C_MOVE_BELOW_ROW = 11  # ...when the controller accepts it (the table keeps the moved address)
 C_STEPS = 12  # cycles the event loop visited
 C_TICKS = 13  # channel ticks (a channel visited at a cycle)
 C_NPU_PROGRESS = 14  # set when NPU tasks got their start/end cycles during a cycle
@@ -435,6 +435,14 @@ PL_KINDS = 6
 PL_PAIRS = PL_KINDS + 1  # column of the first pair
 
 
+def never_issued(p: DramParams) -> frozenset:
+    """Commands the controller never issues under the row-buffer policy: the column commands
+    with auto-precharge on an open page, the plain ones on a closed page (the queue search
+    asks for RD / WR or RDA / WRA, never both). Their earliest cycles are not kept: a
+    command's plan raises none of them, so each issue skips rules nothing reads."""
+    return frozenset((RD, WR) if p.close_page else (RDA, WRA))
+
+
 def rule_plans(p: DramParams) -> np.ndarray:
     """[cmd] -> PL_KINDS + 1 bounds, then pairs (n, latency): the pairs of kind k (PL_*) are
     pairs plan[cmd, k] .. plan[cmd, k + 1] - 1, for each command n that `cmd` constrains the
@@ -448,11 +456,15 @@ def rule_plans(p: DramParams) -> np.ndarray:
     group floor min(Lb, Lg), the other bank groups Lr, and the banks what the floors leave
     short. Every bank ends at exactly the largest latency of the rules that reach it (a
     floor is never above a rule of a bank it covers), so the cycles are those of raising
-    each bank; raising takes a maximum, so the order of the pairs does not matter."""
+    each bank; raising takes a maximum, so the order of the pairs does not matter. Rules
+    whose following command the policy never issues (``never_issued``) get no pair."""
     plan = np.zeros((NUM_CMDS, PL_PAIRS + 2 * PL_KINDS * p.n_timed), np.int64)
+    never = never_issued(p)
     for cmd in range(NUM_CMDS):
         pairs = [[] for _ in range(PL_KINDS)]
         for n in range(p.n_timed):
+            if n in never:
+                continue
             lb, lg, lr, lo = (int(p.rel_lat[rel, cmd, n]) for rel in range(NUM_RELS))
             if max(lb, lg, lr, lo) == NO_RULE:
                 continue
@@ -654,8 +666,15 @@ def new_log(capacity: int) -> CmdLog:
     return CmdLog(*(np.zeros(capacity, np.int64) for _ in CmdLog._fields))
 
 
-def new_ctl(start: int, max_inject: int, log_on: bool) -> np.ndarray:
+def new_ctl(start: int, max_inject: int, log_on: bool, move_delta: int = 0, move_below_row: int = 0) -> np.ndarray:
+    """Run control of one call. move_delta, move_below_row: each request whose address lies
+    in a row below `move_below_row` enters `move_delta` bytes further (a request table
+    lowered for one layer's weights run for another layer's); the table keeps the moved
+    address, and a request's outputs (added, issued, done, next duplicate) are set anew when
+    it is accepted, so one table can be run again without a copy."""
     ctl = np.zeros(NUM_CTL, np.int64)
+    ctl[C_MOVE_DELTA] = move_delta
+    ctl[C_MOVE_BELOW_ROW] = move_below_row
     ctl[C_MAX_INJECT] = max_inject
     ctl[C_START] = start
     ctl[C_LOG_ON] = 1 if log_on else 0
@@ -1824,13 +1843,28 @@ def _key(p, a, ch, is_write):
 
 
 @kernel(inline="always")
-def _try_add(p, s, b, nt, ctl, rid, ch, at):
-    """WillAcceptTransaction + AddTransaction; `at` is the controller cycle it lands."""
+def _accept(p, b, ctl, rid, at):
+    """A request accepted at `at`: its address moved as the call says (C_MOVE_DELTA), its
+    outputs set anew; returns the address."""
     a = b.req[rid, RQ_ADDR]
+    if ctl[C_MOVE_DELTA] != 0 and ((a >> p.ro_shift) & p.ro_mask) < ctl[C_MOVE_BELOW_ROW]:
+        a += ctl[C_MOVE_DELTA]
+        b.req[rid, RQ_ADDR] = a
+    b.req[rid, RQ_ADDED] = at
+    b.req[rid, RQ_ISSUED] = -1
+    b.req[rid, RQ_DONE] = -1
+    b.req[rid, RQ_DUP] = -1
+    return a
+
+
+@kernel(inline="always")
+def _try_add(p, s, b, nt, ctl, rid, ch, at):
+    """WillAcceptTransaction + AddTransaction; `at` is the controller cycle it lands. (The
+    channel is the same before and after a move: C_MOVE_DELTA changes only rows.)"""
     if b.write[rid]:
         if s.chan[ch, CH_WB_LEN] >= p.write_buffer_size:
             return False
-        b.req[rid, RQ_ADDED] = at
+        a = _accept(p, b, ctl, rid, at)
         # (C_PENDING_WRITES counts the pending-write table's entries: a run ends with none)
         if ctl[C_PENDING_WRITES] == 0 or ht_get(s.wkeys, s.wvals, a) < 0:
             ht_put(s.wkeys, s.wvals, a, rid)
@@ -1849,7 +1883,7 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
         return True
     if s.chan[ch, CH_RQ_LEN] >= p.trans_queue_size:
         return False
-    b.req[rid, RQ_ADDED] = at
+    a = _accept(p, b, ctl, rid, at)
     if ctl[C_PENDING_WRITES] > 0 and ht_get(s.wkeys, s.wvals, a) >= 0:
         # served from the write buffer
         s.stats[ch, S_READS_FORWARDED] += 1
