@@ -274,6 +274,26 @@ def test_first_scan_starts_at_queue_1():
     assert acts == [(4160, 1), (4166, 0)]
 
 
+@pytest.mark.parametrize("name", ["hbm2", "neupims"])
+def test_rank_gated_queues_on_a_stream(name):
+    """Reads streaming over every bank of a rank, a few hits per row, 4 offered a cycle:
+    each read raises its rank's floor for the next one, so the queues waiting for a read
+    hit are passed over by their gate (QU_GATE, the rank's read floor still ahead) rather
+    than searched; the commands and cycles stay the reference's, and the gate did fire."""
+    mem = MEMS[name]
+    g = mem.geometry
+    addr = [address(mem, bg=i % g.bankgroups, ba=i // g.bankgroups % g.banks_per_group, co=i // 16 % 4)
+            for i in range(16 * g.bankgroups * g.banks_per_group // 4)]
+    check(name, addr, [False] * len(addr), [0] * len(addr), max_inject=4)
+    p = PARAMS[name]
+    state = eng.new_state(p)
+    batch = eng.new_batch(p, np.asarray(addr, np.int64), np.zeros(len(addr), bool), np.zeros(len(addr), np.int64))
+    ctl = eng.new_ctl(0, 4, False)
+    assert eng.run_requests(p, state, batch, eng.new_pim_batch(p), eng.new_npu_tasks(), ctl, eng.new_log(1),
+                            np.zeros_like(state.stats)) == 0
+    assert ctl[eng.C_GATED] > 0 and ctl[eng.C_SEARCHES] > 0
+
+
 # --------------------------------------------------------------------------- random traces
 
 

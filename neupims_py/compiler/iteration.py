@@ -271,6 +271,7 @@ class IterationSimulator:
             "min_lb": rel(ch_[:, eng.CH_MINLB], 0),
             "refq": refq,
             "queue_lb": rel(st.queue[:, :, eng.QU_LB], 0),
+            "queue_gate": st.queue[:, :, eng.QU_GATE],
         }
         if parts_out is not None:
             parts_out.update(parts)

@@ -98,7 +98,9 @@ C_MOVE_BELOW_ROW = 11  # ...when the controller accepts it (the table keeps the 
 C_STEPS = 12  # cycles the event loop visited
 C_TICKS = 13  # channel ticks (a channel visited at a cycle)
 C_NPU_PROGRESS = 14  # set when NPU tasks got their start/end cycles during a cycle
-NUM_CTL = 15
+C_SEARCHES = 15  # queue searches of the scans (diagnostic)
+C_GATED = 16  # queues the scans passed over by their gate (diagnostic)
+NUM_CTL = 17
 
 
 class DramParams(NamedTuple):
@@ -187,10 +189,12 @@ RK_COLS = RK_FAW + 4
 ) = range(18)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 
-QU_LEN, QU_LB, QU_HEAD, QU_HITS, QU_ITEMS = 0, 1, 2, 3, 4  # queue[ch, q, :]: length, ready
-# bound, head offset, hits (per-bank queues: the items on their bank's open row, reads in
-# the low HIT_BITS bits, writes above, kept as items come and go and rows open and close),
-# then room for twice the queue's capacity of items (a window that slides on as the
+QU_LEN, QU_LB, QU_HEAD, QU_HITS, QU_GATE, QU_ITEMS = 0, 1, 2, 3, 4, 5  # queue[ch, q, :]:
+# length, ready bound, head offset, hits (per-bank queues: the items on their bank's open
+# row, reads in the low HIT_BITS bits, writes above, kept as items come and go and rows open
+# and close), the gate (per-bank queues: RD or WR when the search that set the bound found
+# that only that command can serve the queue, until a change resets the bound; else -1:
+# ``_gated``), then room for twice the queue's capacity of items (a window that slides on as the
 # front is served, compacted when it reaches the end: taking the first item moves nothing).
 # Item k of a command queue is the pair queue[ch, q, QU_ITEMS + 2 (head + k)] = request id
 # | column << RID_BITS and the next word = its key: (global bank << KEY_BANK_SHIFT) |
@@ -404,6 +408,8 @@ def new_state(p: DramParams) -> DramState:
     n_groups = nch * nr * p.bankgroups
     bank[:, BK_FBG] = np.arange(nb) // p.banks_per_group
     bank[:, BK_FRK] = n_groups + np.arange(nb) // (p.bankgroups * p.banks_per_group)
+    queue = np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64)
+    queue[:, :, QU_GATE] = -1
     chan = np.zeros((nch, CH_REFQ + 4 * nr), np.int64)
     chan[:, CH_QIDX] = 0  # DRAMsim3: queue_idx_ starts at 0 and is advanced before use
     chan[:, CH_NEXT_REF] = first_ref
@@ -415,7 +421,7 @@ def new_state(p: DramParams) -> DramState:
         floor=np.zeros((NUM_CMDS, n_groups + nch * nr), np.int64),
         rank=np.zeros((nch * nr, RK_COLS), np.int64),
         chan=chan,
-        queue=np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64),
+        queue=queue,
         tq=np.zeros((nch, 2, TQ_ITEMS + 4 * max(p.trans_queue_size, p.write_buffer_size)), np.int64),
         rkeys=rkeys,
         rvals=rvals,
@@ -855,6 +861,7 @@ def _reset_all_bounds(s, ch):
     nq = s.queue.shape[1]
     for qq in range(nq):
         s.queue[ch, qq, QU_LB] = 0
+        s.queue[ch, qq, QU_GATE] = -1
     if nq <= MASK_QUEUES:
         s.chan[ch, CH_QDIRTY] = (1 << nq) - 1
 
@@ -956,6 +963,7 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
     else:
         qb = gb - ch * banks_in_channel if p.per_bank_queues else rank
         s.queue[ch, qb, QU_LB] = 0
+        s.queue[ch, qb, QU_GATE] = -1
         if s.queue.shape[1] <= MASK_QUEUES:
             s.chan[ch, CH_QDIRTY] |= 1 << qb
         if p.per_bank_queues:
@@ -1088,6 +1096,7 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
                 continue
         return need, k
     queue[ch, q, QU_LB] = lb
+    queue[ch, q, QU_GATE] = -1
     return -1, -1
 
 
@@ -1132,12 +1141,14 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
         bt = _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb)
         if clk < bt:
             queue[ch, q, QU_LB] = bt
+            queue[ch, q, QU_GATE] = -1
             return -1, -1
         prow = bank[gb, BK_PIM_ROW]
         for k in range(n):
             if (queue[ch, q, base + 2 * k + 1] >> 1) & KEY_ROW_MASK != prow:
                 return ACT, k
         queue[ch, q, QU_LB] = INF  # rows open in the PIM buffer: wait for PIM_PRECHARGE
+        queue[ch, q, QU_GATE] = -1
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
@@ -1170,7 +1181,32 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
     if not wr_ok and t_wr < lb:
         lb = t_wr
     queue[ch, q, QU_LB] = lb
+    # the gate: with no precharge to make and hits of one kind only, the queue can use that
+    # column command alone, and it cannot issue while its rank's floor for it is ahead
+    gate = -1
+    if t_pre == INF:
+        if t_wr == INF:
+            gate = rd
+        elif t_rd == INF and not wr_ok:
+            gate = wr
+    queue[ch, q, QU_GATE] = gate
     return -1, -1
+
+
+@kernel(inline="always")
+def _gated(bank, floor, queue, ch, q, clk):
+    """A cycle after clk before which per-bank queue q, whose ready bound has come, cannot
+    issue, or 0 when it must be searched: with a gate (QU_GATE), its rank's floor for the
+    gate's command when that is ahead. The gate was set by the search that set the bound
+    and any change at the queue or its bank since (an item joining that can make a command
+    ready, an issue at the bank, a refresh, PIM rows closing) reset both; a bank's rank
+    floor only rises, while other banks issue, so a search now would find nothing: the
+    floor is a lower bound of what it would find."""
+    g = queue[ch, q, QU_GATE]
+    if g < 0:
+        return 0
+    f = floor[g, bank[ch * queue.shape[1] + q, BK_FRK]]
+    return f if f > clk else 0
 
 
 @kernel
@@ -1189,7 +1225,7 @@ def _queue_in_ref(p, s, ch, q):
 
 
 @kernel(inline="always")
-def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
+def _scan_queues(bank, tnext, floor, rank, chan, queue, ctl, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
     """DRAMsim3 GetCommandToIssue: round-robin over the command queues; (cmd, queue, pos).
 
     per_rank_q: command queues per rank (the queues a refresh of that rank skips).
@@ -1236,6 +1272,16 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ran
                 if lbq < least:
                     least = lbq
                 continue
+            if per_bank:
+                f = _gated(bank, floor, queue, ch, q, clk)
+                if f > 0:
+                    ctl[C_GATED] += 1
+                    queue[ch, q, QU_LB] = f  # (the gate stands: the queue is unchanged)
+                    chan[ch, CH_QDIRTY] &= ~(1 << q)
+                    if f < least:
+                        least = f
+                    continue
+            ctl[C_SEARCHES] += 1
             need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
@@ -1266,9 +1312,9 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ran
 
 
 @kernel(inline="always")
-def _command_to_issue(p, s, b, ch, clk):
+def _command_to_issue(p, s, b, ctl, ch, clk):
     per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
-    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, ch, clk, p.close_page, p.ranks,
+    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, ctl, ch, clk, p.close_page, p.ranks,
                         p.tFAW, p.row_hit_cap, per_rank_q, p.per_bank_queues)
 
 
@@ -1376,6 +1422,7 @@ def _move_one(p, s, b, ch, writes):
         s.chan[ch, CH_CQ_TOTAL] += 1
         if not stands:
             s.queue[ch, q, QU_LB] = 0
+            s.queue[ch, q, QU_GATE] = -1
             if s.queue.shape[1] <= MASK_QUEUES:
                 s.chan[ch, CH_QMASK] |= 1 << q
                 s.chan[ch, CH_QDIRTY] |= 1 << q
@@ -1663,7 +1710,7 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
             return True
         changed = pb.pc[ch] != pc0
     if cmd < 0 and (p.pim_dual or s.chan[ch, CH_PIM_MODE] == 0):
-        cmd, q, k = _command_to_issue(p, s, b, ch, clk)
+        cmd, q, k = _command_to_issue(p, s, b, ctl, ch, clk)
         if cmd >= 0:
             rid, gb, row, col = _queue_item(s, ch, q, k)
             if cmd == PRE:
@@ -1680,11 +1727,12 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
                 break
             if not p.dual_issue:
                 break
-            cmd, q, k = _command_to_issue(p, s, b, ch, clk)
+            cmd, q, k = _command_to_issue(p, s, b, ctl, ch, clk)
             if cmd < 0 or _is_rw(cmd) == first_rw:
                 if cmd >= 0:
                     # found, not issued: its queue must be searched again (see _scan_queues)
                     s.queue[ch, q, QU_LB] = 0
+                    s.queue[ch, q, QU_GATE] = -1
                     if s.queue.shape[1] <= MASK_QUEUES:
                         s.chan[ch, CH_QDIRTY] |= 1 << q
                 break
@@ -1803,10 +1851,14 @@ def _next_wake(p, s, b, pb, ch, c, changed):
             refresh -= 1
             if at < nxt:
                 at = nxt
-        need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, at, p.close_page,
-                                        p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
-        if need >= 0:
-            return at
+        f = _gated(s.bank, s.floor, s.queue, ch, q, at) if p.per_bank_queues else 0
+        if f > 0:
+            s.queue[ch, q, QU_LB] = f  # a search at `at` would find nothing
+        else:
+            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, at, p.close_page,
+                                            p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
+            if need >= 0:
+                return at
         if s.chan[ch, CH_QDIRTY] & (1 << q):
             s.chan[ch, CH_QDIRTY] &= ~(1 << q)
             if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
