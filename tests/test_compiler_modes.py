@@ -183,10 +183,10 @@ def test_the_state_signature_knows_the_engine_states_layout():
     the layout changes, it must be looked at again (a new column with cycles or rows in it
     would otherwise let two different states pass as equal)."""
     from neupims_py.engine import dram as eng
-    assert eng.DramState._fields == ("glob", "bank", "tnext", "floor", "rank", "chan", "queue", "qitem", "tq", "rkeys",
-                                     "rvals", "wkeys", "wvals", "stats", "lat_hist", "rule_plan"), \
+    assert eng.DramState._fields == ("glob", "bank", "tnext", "floor", "rank", "chan", "queue", "tq", "rkeys", "rvals",
+                                     "wkeys", "wvals", "stats", "lat_hist", "rule_plan"), \
         "the engine state changed: update IterationSimulator.state_signature"
-    assert (eng.BK_COLS, eng.RK_COLS, eng.CH_REFQ, eng.QU_COLS) == (8, 9, 17, 4), \
+    assert (eng.BK_COLS, eng.RK_COLS, eng.CH_REFQ, eng.QU_ITEMS) == (8, 9, 17, 4), \
         "the engine state's columns changed: update IterationSimulator.state_signature"
 
 

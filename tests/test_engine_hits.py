@@ -15,8 +15,8 @@ from neupims_py.engine import dram as eng
 
 def recount(s, ch, q):
     n = s.queue[ch, q, eng.QU_LEN]
-    base = 2 * s.queue[ch, q, eng.QU_HEAD]
-    keys = s.qitem[ch, q, base + 1 : base + 2 * n : 2]
+    base = eng.QU_ITEMS + 2 * s.queue[ch, q, eng.QU_HEAD]
+    keys = s.queue[ch, q, base + 1 : base + 2 * n : 2]
     rows = (keys >> 1) & eng.KEY_ROW_MASK
     hit = rows == s.bank[keys >> eng.KEY_BANK_SHIFT, eng.BK_OPEN_ROW]
     return int(np.sum(hit & (keys & 1 == 0))), int(np.sum(hit & (keys & 1 == 1)))

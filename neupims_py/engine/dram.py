@@ -187,16 +187,12 @@ RK_COLS = RK_FAW + 4
 ) = range(18)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 
-QU_LEN, QU_LB, QU_HEAD, QU_HITS = 0, 1, 2, 3  # queue[ch, q, :]: length, ready bound, head
-# offset, hits (per-bank queues: the items on their bank's open row, reads in the low
-# HIT_BITS bits, writes above, kept as items come and go and rows open and close)
-QU_COLS = 4
-# The items are apart, in qitem[ch, q, :]: room for twice the queue's capacity of items (a
-# window that slides on as the front is served, compacted when it reaches the end: taking
-# the first item moves nothing). The headers of all queues are one small array (32 bytes
-# a queue), so the scan of a channel's queues does not miss the cache at each one, as it
-# did with each header at the start of its queue's 4 KB of items.
-# Item k of a command queue is the pair qitem[ch, q, 2 (head + k)] = request id
+QU_LEN, QU_LB, QU_HEAD, QU_HITS, QU_ITEMS = 0, 1, 2, 3, 4  # queue[ch, q, :]: length, ready
+# bound, head offset, hits (per-bank queues: the items on their bank's open row, reads in
+# the low HIT_BITS bits, writes above, kept as items come and go and rows open and close),
+# then room for twice the queue's capacity of items (a window that slides on as the
+# front is served, compacted when it reaches the end: taking the first item moves nothing).
+# Item k of a command queue is the pair queue[ch, q, QU_ITEMS + 2 (head + k)] = request id
 # | column << RID_BITS and the next word = its key: (global bank << KEY_BANK_SHIFT) |
 # (row << 1) | is_write, so the FR-FCFS search reads one short contiguous row instead of a
 # request row (scattered over the batch) per queued request.
@@ -238,8 +234,7 @@ class DramState(NamedTuple):
     floor[cmd, bank group | rank] the earliest issue cycle of each command (``_ready_at``).
     rank[ch * ranks + rank, RK_*]: open banks, activity, the tFAW window, PIM rows.
     chan[ch, CH_*]: queue lengths, drain and refresh state, the next wake-up cycle.
-    queue[ch, q, QU_*]: the command queues (one per bank, or per rank), their items in
-    qitem[ch, q, :].
+    queue[ch, q, QU_*]: the command queues (one per bank, or per rank).
     tq[ch, 0 | 1, :]: the read transaction queue and the posted-write buffer: the head
     offset, then slot i at TQ_ITEMS + 2 (head + i) + (0 | 1), the pair its command queue item
     will be (request id | column << RID_BITS, key), in a window that slides as the command
@@ -253,7 +248,6 @@ class DramState(NamedTuple):
     rank: np.ndarray
     chan: np.ndarray
     queue: np.ndarray
-    qitem: np.ndarray
     tq: np.ndarray
     rkeys: np.ndarray  # pending reads: address -> first request id
     rvals: np.ndarray
@@ -421,8 +415,7 @@ def new_state(p: DramParams) -> DramState:
         floor=np.zeros((NUM_CMDS, n_groups + nch * nr), np.int64),
         rank=np.zeros((nch * nr, RK_COLS), np.int64),
         chan=chan,
-        queue=np.zeros((nch, nq, QU_COLS), np.int64),
-        qitem=np.zeros((nch, nq, 4 * p.cmd_queue_size), np.int64),
+        queue=np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64),
         tq=np.zeros((nch, 2, TQ_ITEMS + 4 * max(p.trans_queue_size, p.write_buffer_size)), np.int64),
         rkeys=rkeys,
         rvals=rvals,
@@ -674,18 +667,18 @@ def new_ctl(start: int, max_inject: int, log_on: bool) -> np.ndarray:
 
 
 @kernel(inline="always")
-def _window_take(hdr, head_col, row, items_col, k, n):
+def _window_take(row, head_col, items_col, k, n):
     """Take item k (of n) out of a window of pairs row[items_col + 2 * (head + i) + 0|1]
-    whose head offset is hdr[head_col]: the shorter side moves one place (the items before
+    whose head offset is row[head_col]: the shorter side moves one place (the items before
     k move back and the window starts one later, or the items after k move forward)."""
-    h = hdr[head_col]
+    h = row[head_col]
     base = items_col + 2 * h
     if n == 1:
-        hdr[head_col] = 0
+        row[head_col] = 0
     elif 2 * k < n:
         for j in range(base + 2 * k - 1, base - 1, -1):
             row[j + 2] = row[j]
-        hdr[head_col] = h + 1
+        row[head_col] = h + 1
     else:
         for j in range(base + 2 * k, base + 2 * n - 2):
             row[j] = row[j + 2]
@@ -848,12 +841,12 @@ def _reset_all_bounds(s, ch):
 
 
 @kernel(inline="always")
-def _count_hits(queue, items, ch, q, row):
+def _count_hits(queue, ch, q, row):
     """QU_HITS of command queue q when `row` is its bank's open row (per-bank queues)."""
-    base = 2 * queue[ch, q, QU_HEAD]
+    base = QU_ITEMS + 2 * queue[ch, q, QU_HEAD]
     h = 0
     for j in range(queue[ch, q, QU_LEN]):
-        key = items[ch, q, base + 2 * j + 1]
+        key = queue[ch, q, base + 2 * j + 1]
         if (key >> 1) & KEY_ROW_MASK == row:
             h += 1 << (HIT_BITS * (key & 1))
     return h
@@ -949,15 +942,15 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         if p.per_bank_queues:
             # the bank's queue's hits on its open row (q == qb for a column command)
             if cmd == RD or cmd == WR:
-                key = s.qitem[ch, q, 2 * (s.queue[ch, q, QU_HEAD] + k) + 1]
+                key = s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k) + 1]
                 s.queue[ch, q, QU_HITS] -= 1 << (HIT_BITS * (key & 1))
             elif cmd == ACT:
-                s.queue[ch, qb, QU_HITS] = _count_hits(s.queue, s.qitem, ch, qb, row)
+                s.queue[ch, qb, QU_HITS] = _count_hits(s.queue, ch, qb, row)
             else:
                 s.queue[ch, qb, QU_HITS] = 0
     if _is_rw(cmd):
         n = s.queue[ch, q, QU_LEN]
-        _window_take(s.queue[ch, q], QU_HEAD, s.qitem[ch, q], 0, k, n)
+        _window_take(s.queue[ch, q], QU_HEAD, QU_ITEMS, k, n)
         s.queue[ch, q, QU_LEN] = n - 1
         s.chan[ch, CH_CQ_TOTAL] -= 1
         s.chan[ch, CH_STUCK] = 0
@@ -981,7 +974,7 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         n = s.queue[ch, q, QU_LEN]
         if n > 0:
             j = k if k < n else n - 1
-            prefetch_row(b.req, s.qitem[ch, q, 2 * (s.queue[ch, q, QU_HEAD] + j)] & RID_MASK)
+            prefetch_row(b.req, s.queue[ch, q, QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + j)] & RID_MASK)
 
 
 @kernel(inline="always")
@@ -1011,7 +1004,7 @@ def _issue_call(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
 
 
 @kernel(inline="always")
-def _first_ready_in_queue(bank, tnext, floor, rank, queue, items, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
     When nothing is ready it records in q_lb a cycle before which no command of the queue
@@ -1023,13 +1016,13 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, items, ch, q, clk, cl
     equal (bank group, bank) there means the same global bank.
     """
     n = queue[ch, q, QU_LEN]
-    base = 2 * queue[ch, q, QU_HEAD]
+    base = QU_ITEMS + 2 * queue[ch, q, QU_HEAD]
     if per_bank:
-        return _first_ready_one_bank(bank, tnext, floor, rank, queue, items, ch, q, clk, close_page, ranks, tfaw,
+        return _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw,
                                      row_hit_cap, n, base)
     lb = INF
     for k in range(n):
-        key = items[ch, q, base + 2 * k + 1]
+        key = queue[ch, q, base + 2 * k + 1]
         gb = key >> KEY_BANK_SHIFT
         row = (key >> 1) & KEY_ROW_MASK
         # the command the request needs next, given its bank's state
@@ -1058,21 +1051,21 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, items, ch, q, clk, cl
             # hit on the open row behind it or the row-hit cap reached.
             blocked = False
             for j in range(k):
-                if items[ch, q, base + 2 * j + 1] >> KEY_BANK_SHIFT == gb:
+                if queue[ch, q, base + 2 * j + 1] >> KEY_BANK_SHIFT == gb:
                     blocked = True
                     break
             if blocked:
                 continue
             hits = False
             for j in range(k, n):
-                k2 = items[ch, q, base + 2 * j + 1]
+                k2 = queue[ch, q, base + 2 * j + 1]
                 if k2 >> KEY_BANK_SHIFT == gb and (k2 >> 1) & KEY_ROW_MASK == orow:
                     hits = True
                     break
             if hits and bank[gb, BK_HITS] < row_hit_cap:
                 continue
         elif need == WR or need == WRA:
-            if _rw_dependency(items, ch, q, base, k, key):
+            if _rw_dependency(queue, ch, q, base, k, key):
                 continue
         return need, k
     queue[ch, q, QU_LB] = lb
@@ -1080,12 +1073,12 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, items, ch, q, clk, cl
 
 
 @kernel(inline="always")
-def _rw_dependency(items, ch, q, base, k, key):
+def _rw_dependency(queue, ch, q, base, k, key):
     """HasRWDependency: an earlier read of the same location (bank, row, column) goes first."""
     rkey = key - 1  # a read of the same bank and row
     for j in range(k):
-        if items[ch, q, base + 2 * j + 1] == rkey:
-            if items[ch, q, base + 2 * j] >> RID_BITS == items[ch, q, base + 2 * k] >> RID_BITS:
+        if queue[ch, q, base + 2 * j + 1] == rkey:
+            if queue[ch, q, base + 2 * j] >> RID_BITS == queue[ch, q, base + 2 * k] >> RID_BITS:
                 return True  # same column
     return False
 
@@ -1103,7 +1096,7 @@ def _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb):
 
 
 @kernel(inline="always")
-def _first_ready_one_bank(bank, tnext, floor, rank, queue, items, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
+def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
     """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
     A miss behind the first item is always held (ArbitratePrecharge: an earlier command to
@@ -1123,7 +1116,7 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, items, ch, q, clk, cl
             return -1, -1
         prow = bank[gb, BK_PIM_ROW]
         for k in range(n):
-            if (items[ch, q, base + 2 * k + 1] >> 1) & KEY_ROW_MASK != prow:
+            if (queue[ch, q, base + 2 * k + 1] >> 1) & KEY_ROW_MASK != prow:
                 return ACT, k
         queue[ch, q, QU_LB] = INF  # rows open in the PIM buffer: wait for PIM_PRECHARGE
         return -1, -1
@@ -1133,7 +1126,7 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, items, ch, q, clk, cl
     # a precharge only ever serves the first item, when it is a miss and no hit on the open
     # row comes first (row-hit cap)
     t_pre = INF
-    if (hits == 0 or bank[gb, BK_HITS] >= row_hit_cap) and (items[ch, q, base + 1] >> 1) & KEY_ROW_MASK != orow:
+    if (hits == 0 or bank[gb, BK_HITS] >= row_hit_cap) and (queue[ch, q, base + 1] >> 1) & KEY_ROW_MASK != orow:
         t_pre = _ready_at(bank, tnext, floor, PRE, gb)
         if clk >= t_pre:
             return PRE, 0
@@ -1143,11 +1136,11 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, items, ch, q, clk, cl
     wr_ok = clk >= t_wr
     if rd_ok or wr_ok:
         for k in range(n):
-            key = items[ch, q, base + 2 * k + 1]
+            key = queue[ch, q, base + 2 * k + 1]
             if (key >> 1) & KEY_ROW_MASK != orow:
                 continue
             if key & 1:
-                if wr_ok and not _rw_dependency(items, ch, q, base, k, key):
+                if wr_ok and not _rw_dependency(queue, ch, q, base, k, key):
                     return wr, k
             elif rd_ok:
                 return rd, k
@@ -1162,9 +1155,9 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, items, ch, q, clk, cl
 
 
 @kernel
-def _first_ready_call(bank, tnext, floor, rank, queue, items, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_call(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """_first_ready_in_queue as a call, for the rare channels with over MASK_QUEUES queues."""
-    return _first_ready_in_queue(bank, tnext, floor, rank, queue, items, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+    return _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
 
 
 @kernel(inline="always")
@@ -1177,7 +1170,7 @@ def _queue_in_ref(p, s, ch, q):
 
 
 @kernel(inline="always")
-def _scan_queues(bank, tnext, floor, rank, chan, queue, items, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
+def _scan_queues(bank, tnext, floor, rank, chan, queue, ch, clk, close_page, ranks, tfaw, row_hit_cap, per_rank_q, per_bank):
     """DRAMsim3 GetCommandToIssue: round-robin over the command queues; (cmd, queue, pos).
 
     per_rank_q: command queues per rank (the queues a refresh of that rank skips).
@@ -1197,7 +1190,7 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, items, ch, clk, close_pa
                 continue
             if in_ref != 0 and q // per_rank_q == ref_rank:
                 continue
-            need, k = _first_ready_call(bank, tnext, floor, rank, queue, items, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_call(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 return need, q, k
@@ -1224,7 +1217,7 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, items, ch, clk, close_pa
                 if lbq < least:
                     least = lbq
                 continue
-            need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, items, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 if full:
@@ -1256,7 +1249,7 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, items, ch, clk, close_pa
 @kernel(inline="always")
 def _command_to_issue(p, s, b, ch, clk):
     per_rank_q = p.bankgroups * p.banks_per_group if p.per_bank_queues else 1
-    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, s.qitem, ch, clk, p.close_page, p.ranks,
+    return _scan_queues(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, ch, clk, p.close_page, p.ranks,
                         p.tFAW, p.row_hit_cap, per_rank_q, p.per_bank_queues)
 
 
@@ -1341,22 +1334,22 @@ def _move_one(p, s, b, ch, writes):
             if ht_get(s.rkeys, s.rvals, b.req[w & RID_MASK, RQ_ADDR]) >= 0:
                 return MOVED_STOPPED
             s.chan[ch, CH_DRAINING] -= 1
-        _window_take(s.tq[ch, writes], TQ_HEAD, s.tq[ch, writes], TQ_ITEMS, i, n)
+        _window_take(s.tq[ch, writes], TQ_HEAD, TQ_ITEMS, i, n)
         if writes:
             s.chan[ch, CH_WB_LEN] = n - 1
         else:
             s.chan[ch, CH_RQ_LEN] = n - 1
         h = s.queue[ch, q, QU_HEAD]
         nq_len = s.queue[ch, q, QU_LEN]
-        if 2 * (h + nq_len) >= s.qitem.shape[2]:
+        if 2 * (h + nq_len) + QU_ITEMS >= s.queue.shape[2]:
             # the window reached the end: move the items to the front
             for j in range(2 * nq_len):
-                s.qitem[ch, q, j] = s.qitem[ch, q, 2 * h + j]
+                s.queue[ch, q, QU_ITEMS + j] = s.queue[ch, q, QU_ITEMS + 2 * h + j]
             h = 0
             s.queue[ch, q, QU_HEAD] = 0
-        at = 2 * (h + nq_len)
-        s.qitem[ch, q, at] = w
-        s.qitem[ch, q, at + 1] = key
+        at = QU_ITEMS + 2 * (h + nq_len)
+        s.queue[ch, q, at] = w
+        s.queue[ch, q, at + 1] = key
         stands = _bound_stands(p, s, ch, q, nq_len, key)
         if p.per_bank_queues and (key >> 1) & KEY_ROW_MASK == s.bank[key >> KEY_BANK_SHIFT, BK_OPEN_ROW]:
             s.queue[ch, q, QU_HITS] += 1 << (HIT_BITS * (key & 1))
@@ -1454,7 +1447,7 @@ def _pim_issue(p, s, pb, ctl, log, ch, i, clk):
                 s.bank[gb, BK_HITS] = 0
                 if p.per_bank_queues:
                     qb = gb - ch * per_rank * p.ranks
-                    s.queue[ch, qb, QU_HITS] = _count_hits(s.queue, s.qitem, ch, qb, row)
+                    s.queue[ch, qb, QU_HITS] = _count_hits(s.queue, ch, qb, row)
                 if s.rank[rk, RK_OPEN] == 0:
                     s.rank[rk, RK_SINCE] = clk
                 s.rank[rk, RK_OPEN] += 1
@@ -1611,9 +1604,9 @@ def _pim_step(p, s, b, pb, nt, ctl, log, ch, clk):
 @kernel(inline="always")
 def _queue_item(s, ch, q, k):
     """Item k of command queue q: request id, global bank, row, column."""
-    at = 2 * (s.queue[ch, q, QU_HEAD] + k)
-    w = s.qitem[ch, q, at]
-    key = s.qitem[ch, q, at + 1]
+    at = QU_ITEMS + 2 * (s.queue[ch, q, QU_HEAD] + k)
+    w = s.queue[ch, q, at]
+    key = s.queue[ch, q, at + 1]
     return w & RID_MASK, key >> KEY_BANK_SHIFT, (key >> 1) & KEY_ROW_MASK, w >> RID_BITS
 
 
@@ -1791,7 +1784,7 @@ def _next_wake(p, s, b, pb, ch, c, changed):
             refresh -= 1
             if at < nxt:
                 at = nxt
-        need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, s.qitem, ch, q, at, p.close_page,
+        need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, at, p.close_page,
                                         p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
         if need >= 0:
             return at
