@@ -55,6 +55,13 @@ MEMS = {
         variant("hbm2-8gb-x128"),
         geometry=dataclasses.replace(load_hw("hbm2-8gb-x128").memory.geometry, ranks=4, rows=8192),
     ),
+    # 64 channels: more than the engine's bitmask of due channels holds (MASK_CHANNELS), so
+    # its run loop walks the channels one by one
+    "hbm2-64-channels": dataclasses.replace(
+        variant("hbm2-8gb-x128"),
+        geometry=dataclasses.replace(load_hw("hbm2-8gb-x128").memory.geometry, channels=64, rows=4096,
+                                     channel_size_mib=128),
+    ),
 }
 PARAMS = {name: lower_memory(mem) for name, mem in MEMS.items()}
 
@@ -369,3 +376,10 @@ def test_random_traces_close_page(trace):
 def test_random_traces_unmasked_queues(trace):
     assert eng.num_queues(PARAMS["hbm2-4-ranks"]) > eng.MASK_QUEUES
     check("hbm2-4-ranks", *trace)
+
+
+@hypothesis_settings(max(EXAMPLES // 6, 1))
+@given(traces("hbm2-64-channels", channels=64))
+def test_random_traces_unmasked_channels(trace):
+    assert PARAMS["hbm2-64-channels"].channels > eng.MASK_CHANNELS
+    check("hbm2-64-channels", *trace)

@@ -188,6 +188,7 @@ RK_COLS = RK_FAW + 4
     CH_REFQ,  # then the refresh FIFO of ranks
 ) = range(18)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
+MASK_CHANNELS = 62  # memories with at most this many channels tick them from a bitmask
 
 QU_LEN, QU_LB, QU_HEAD, QU_HITS, QU_GATE, QU_ITEMS = 0, 1, 2, 3, 4, 5  # queue[ch, q, :]:
 # length, ready bound, head offset, hits (per-bank queues: the items on their bank's open
@@ -2091,16 +2092,33 @@ def run_requests(p, s, b, pb, nt, ctl, log, stats_at_end):
             return 0
         ctl[C_STEPS] += 1
         ctl[C_QUIET] = -1
-        for ch in range(nch):
-            if s.chan[ch, CH_WAKE] <= c:
-                ctl[C_TICKS] += 1
-                changed = _tick_channel(p, s, b, pb, nt, ctl, log, ch, c)
-                if changed and pb.pc[ch] < pb.end[ch]:
-                    s.chan[ch, CH_WAKE] = c + 1
-                else:
-                    s.chan[ch, CH_WAKE] = _next_wake(p, s, b, pb, ch, c, changed)
-                    if changed and s.chan[ch, CH_WAKE] > c + 1:
-                        ctl[C_QUIET] = c + 1
+        # the channels due at c, in order: from a bitmask made without branches (a branch
+        # per channel was mispredicted often), or by a plain walk past MASK_CHANNELS
+        due = 0
+        if nch <= MASK_CHANNELS:
+            for ch in range(nch):
+                due |= (1 if s.chan[ch, CH_WAKE] <= c else 0) << ch
+        ch = -1
+        while True:
+            if nch <= MASK_CHANNELS:
+                if due == 0:
+                    break
+                ch = ctz(due)
+                due &= due - 1
+            else:
+                ch += 1
+                if ch == nch:
+                    break
+                if s.chan[ch, CH_WAKE] > c:
+                    continue
+            ctl[C_TICKS] += 1
+            changed = _tick_channel(p, s, b, pb, nt, ctl, log, ch, c)
+            if changed and pb.pc[ch] < pb.end[ch]:
+                s.chan[ch, CH_WAKE] = c + 1
+            else:
+                s.chan[ch, CH_WAKE] = _next_wake(p, s, b, pb, ch, c, changed)
+                if changed and s.chan[ch, CH_WAKE] > c + 1:
+                    ctl[C_QUIET] = c + 1
         # the front end offers requests after the memory ticked
         left = _offer(p, s, b, nt, ctl, c)
         if ctl[C_NPU_PROGRESS] != 0:
