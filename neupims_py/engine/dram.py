@@ -1273,34 +1273,30 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ctl, ch, clk, close_page
                 if lbq < least:
                     least = lbq
                 continue
-            if per_bank:
-                f = _gated(bank, floor, queue, ch, q, clk)
-                if f > 0:
-                    ctl[C_GATED] += 1
-                    queue[ch, q, QU_LB] = f  # (the gate stands: the queue is unchanged)
-                    chan[ch, CH_QDIRTY] &= ~(1 << q)
-                    if f < least:
-                        least = f
-                    continue
-            ctl[C_SEARCHES] += 1
-            need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
-            if need >= 0:
-                chan[ch, CH_QIDX] = q
-                if full:
-                    # the queues not reached keep their bounds: with those, the least bound
-                    # of every live queue but q (the issue resets q's bound and marks it, as
-                    # _tick_channel does when it does not issue it), so the next tick need
-                    # not look at every queue again
-                    rest = m | (lower if part == 0 else 0)
-                    while rest != 0:
-                        q2 = ctz(rest)
-                        rest &= rest - 1
-                        if queue[ch, q2, QU_LB] < least:
-                            least = queue[ch, q2, QU_LB]
-                    chan[ch, CH_MINLB] = least
-                elif least < chan[ch, CH_MINLB]:
-                    chan[ch, CH_MINLB] = least  # the queues cleaned on the way
-                return need, q, k
+            f = _gated(bank, floor, queue, ch, q, clk) if per_bank else 0
+            if f > 0:
+                ctl[C_GATED] += 1
+                queue[ch, q, QU_LB] = f  # a search would find nothing (the gate stands)
+            else:
+                ctl[C_SEARCHES] += 1
+                need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+                if need >= 0:
+                    chan[ch, CH_QIDX] = q
+                    if full:
+                        # the queues not reached keep their bounds: with those, the least bound
+                        # of every live queue but q (the issue resets q's bound and marks it, as
+                        # _tick_channel does when it does not issue it), so the next tick need
+                        # not look at every queue again
+                        rest = m | (lower if part == 0 else 0)
+                        while rest != 0:
+                            q2 = ctz(rest)
+                            rest &= rest - 1
+                            if queue[ch, q2, QU_LB] < least:
+                                least = queue[ch, q2, QU_LB]
+                        chan[ch, CH_MINLB] = least
+                    elif least < chan[ch, CH_MINLB]:
+                        chan[ch, CH_MINLB] = least  # the queues cleaned on the way
+                    return need, q, k
             chan[ch, CH_QDIRTY] &= ~(1 << q)
             lbq = queue[ch, q, QU_LB]
             if lbq < least:
