@@ -347,6 +347,9 @@ class NpuTasks(NamedTuple):
 # DRAMsim3 trace replay: a request that cannot enter blocks the ones behind it); with one
 # stream per channel (an NPU's DMA engines) only that channel's requests wait.
 IJ_NEXT, IJ_END, IJ_BLOCKED, IJ_AT = 0, 1, 2, 3
+# IJ_BLOCKED: 0 no, 1 waiting for an NPU task's end to be known, IJ_FULL + 2 ch + w: the
+# next request found channel ch's read transaction queue (w = 0) / write buffer (1) full
+IJ_FULL = 2
 
 
 class DramBatch(NamedTuple):
@@ -2006,6 +2009,16 @@ def _offer(p, s, b, nt, ctl, c):
     C_MAX_INJECT requests in order; returns how many requests are still to offer."""
     left = 0
     for k in range(b.inj.shape[0]):
+        bl = b.inj[k, IJ_BLOCKED]
+        if bl >= IJ_FULL:
+            # its next request came and could go but for a full queue: while that is full,
+            # it is refused again (no need to look at the request)
+            full_ch = (bl - IJ_FULL) >> 1
+            if (s.chan[full_ch, CH_WB_LEN] >= p.write_buffer_size if bl & 1 else
+                    s.chan[full_ch, CH_RQ_LEN] >= p.trans_queue_size):
+                b.inj[k, IJ_AT] = c + 1
+                left += b.inj[k, IJ_END] - b.inj[k, IJ_NEXT]
+                continue
         offered = 0
         b.inj[k, IJ_BLOCKED] = 0
         at = c + 1
@@ -2024,7 +2037,7 @@ def _offer(p, s, b, nt, ctl, c):
                     break
             ch = (b.req[rid, RQ_ADDR] >> p.ch_shift) & p.ch_mask
             if not _try_add(p, s, b, nt, ctl, rid, ch, c + 1):
-                b.inj[k, IJ_BLOCKED] = 1
+                b.inj[k, IJ_BLOCKED] = IJ_FULL + 2 * ch + (1 if b.write[rid] else 0)
                 break
             # the controller sees it at c + 1; only a transaction that can move there
             # changes anything (else the channel's next event stands)
