@@ -100,7 +100,9 @@ C_TICKS = 13  # channel ticks (a channel visited at a cycle)
 C_NPU_PROGRESS = 14  # set when NPU tasks got their start/end cycles during a cycle
 C_SEARCHES = 15  # queue searches of the scans (diagnostic)
 C_GATED = 16  # ranks' gated queues the scans passed over at once (diagnostic)
-NUM_CTL = 17
+C_DISTINCT = 17  # 1: the caller vouches that no two requests of the call share an address
+# (and none is pending from before: every call drains): no pending-address tables
+NUM_CTL = 18
 
 
 class DramParams(NamedTuple):
@@ -678,13 +680,22 @@ def new_log(capacity: int) -> CmdLog:
     return CmdLog(*(np.zeros(capacity, np.int64) for _ in CmdLog._fields))
 
 
-def new_ctl(start: int, max_inject: int, log_on: bool, move_delta: int = 0, move_below_row: int = 0) -> np.ndarray:
+def new_ctl(start: int, max_inject: int, log_on: bool, move_delta: int = 0, move_below_row: int = 0,
+            distinct: bool = False) -> np.ndarray:
     """Run control of one call. move_delta, move_below_row: each request whose address lies
     in a row below `move_below_row` enters `move_delta` bytes further (a request table
     lowered for one layer's weights run for another layer's); the table keeps the moved
     address, and a request's outputs (added, issued, done, next duplicate) are set anew when
-    it is accepted, so one table can be run again without a copy."""
+    it is accepted, so one table can be run again without a copy.
+
+    distinct: every request of the call has an address of its own (after the move). Then
+    no read can join a pending one or be served from the write buffer, no write can merge
+    into a pending one or wait for a read of its address, so the controller keeps no
+    pending-address tables (their look-ups, on tables of every request the command queues
+    can hold, missed the cache at each request). Only a caller that knows it may say so:
+    with shared addresses the results would be wrong."""
     ctl = np.zeros(NUM_CTL, np.int64)
+    ctl[C_DISTINCT] = 1 if distinct else 0
     ctl[C_MOVE_DELTA] = move_delta
     ctl[C_MOVE_BELOW_ROW] = move_below_row
     ctl[C_MAX_INJECT] = max_inject
@@ -904,7 +915,8 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         done = clk + p.read_delay
         # the queued request is the first of its address (later reads of it were chained
         # behind it by _try_add): the whole chain returns
-        ht_del(s.rkeys, s.rvals, b.req[rid, RQ_ADDR])
+        if ctl[C_DISTINCT] == 0:
+            ht_del(s.rkeys, s.rvals, b.req[rid, RQ_ADDR])
         r = rid
         while r >= 0:
             b.req[r, RQ_ISSUED] = clk
@@ -920,7 +932,8 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
             st[ch, S_WRITE_ROW_HITS] += 1
         st[ch, S_DATA_BUS_CYCLES] += p.burst_cycles
         st[ch, S_WRITES_ISSUED] += 1
-        ht_del(s.wkeys, s.wvals, b.req[rid, RQ_ADDR])
+        if ctl[C_DISTINCT] == 0:
+            ht_del(s.wkeys, s.wvals, b.req[rid, RQ_ADDR])
         b.req[rid, RQ_ISSUED] = clk
         ctl[C_PENDING_WRITES] -= 1
         ctl[C_LAST_WRITE_ISSUE] = clk
@@ -1415,7 +1428,7 @@ def _bound_stands(p, s, ch, q, n, key):
 
 
 @kernel(inline="always")
-def _move_one(p, s, b, ch, writes):
+def _move_one(p, s, b, ch, writes, distinct):
     """Move the first transaction of the read queue (writes=0) or write buffer (writes=1)
     whose command queue has room. A write with a pending read of its address stops there."""
     if s.chan[ch, CH_STUCK] & (1 << writes):
@@ -1430,7 +1443,7 @@ def _move_one(p, s, b, ch, writes):
             continue
         w = s.tq[ch, writes, base + 2 * i]
         if writes:
-            if ht_get(s.rkeys, s.rvals, b.req[w & RID_MASK, RQ_ADDR]) >= 0:
+            if distinct == 0 and ht_get(s.rkeys, s.rvals, b.req[w & RID_MASK, RQ_ADDR]) >= 0:
                 return MOVED_STOPPED
             s.chan[ch, CH_DRAINING] -= 1
         _window_take(s.tq[ch, writes], TQ_HEAD, TQ_ITEMS, i, n)
@@ -1483,13 +1496,13 @@ def _schedule_transaction(p, s, b, ctl, ch):
         ):
             s.chan[ch, CH_DRAINING] = wl
     if s.chan[ch, CH_DRAINING] > 0:
-        moved = _move_one(p, s, b, ch, 1)
+        moved = _move_one(p, s, b, ch, 1, ctl[C_DISTINCT])
         if moved != MOVED_STOPPED:
             return moved == MOVED_ONE
         s.chan[ch, CH_DRAINING] = 0  # the pending read goes first
-        _move_one(p, s, b, ch, 0)
+        _move_one(p, s, b, ch, 0, ctl[C_DISTINCT])
         return True
-    return _move_one(p, s, b, ch, 0) == MOVED_ONE
+    return _move_one(p, s, b, ch, 0, ctl[C_DISTINCT]) == MOVED_ONE
 
 
 @kernel(inline="always")
@@ -1962,8 +1975,10 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
             return False
         a = _accept(p, b, ctl, rid, at)
         # (C_PENDING_WRITES counts the pending-write table's entries: a run ends with none)
-        if ctl[C_PENDING_WRITES] == 0 or ht_get(s.wkeys, s.wvals, a) < 0:
-            ht_put(s.wkeys, s.wvals, a, rid)
+        distinct = ctl[C_DISTINCT] != 0
+        if distinct or ctl[C_PENDING_WRITES] == 0 or ht_get(s.wkeys, s.wvals, a) < 0:
+            if not distinct:
+                ht_put(s.wkeys, s.wvals, a, rid)
             key = _key(p, a, ch, 1)
             _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid | (_col(p, a) << RID_BITS), key)
             s.chan[ch, CH_WB_LEN] += 1
@@ -1980,7 +1995,8 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
     if s.chan[ch, CH_RQ_LEN] >= p.trans_queue_size:
         return False
     a = _accept(p, b, ctl, rid, at)
-    if ctl[C_PENDING_WRITES] > 0 and ht_get(s.wkeys, s.wvals, a) >= 0:
+    distinct = ctl[C_DISTINCT] != 0
+    if not distinct and ctl[C_PENDING_WRITES] > 0 and ht_get(s.wkeys, s.wvals, a) >= 0:
         # served from the write buffer
         s.stats[ch, S_READS_FORWARDED] += 1
         _read_returned(s, b, ch, rid, at + 1)
@@ -1989,12 +2005,13 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
             ctl[C_END] = at + 1
         return True
     ctl[C_OUTSTANDING_READS] += 1
-    head = ht_get(s.rkeys, s.rvals, a)
+    head = -1 if distinct else ht_get(s.rkeys, s.rvals, a)
     if head >= 0:
         b.req[rid, RQ_DUP] = b.req[head, RQ_DUP]
         b.req[head, RQ_DUP] = rid
     else:
-        ht_put(s.rkeys, s.rvals, a, rid)
+        if not distinct:
+            ht_put(s.rkeys, s.rvals, a, rid)
         key = _key(p, a, ch, 0)
         _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid | (_col(p, a) << RID_BITS), key)
         s.chan[ch, CH_RQ_LEN] += 1
