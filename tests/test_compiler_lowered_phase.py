@@ -153,3 +153,66 @@ def test_the_probe_of_the_engine_table_sees_a_move_that_changes_the_channel():
     addr = L.compose(ch, np.arange(n) % L.banks, row, np.arange(n) % L.bursts_per_row)
     assert shift_renames(sim.params, addr, sim.rows.first_row, 6 * MiB)
     assert not shift_renames(sim.params, addr, sim.rows.first_row, 1 << L.f["ch"].shift)
+
+
+def _run_table(p, addr, isw, distinct, max_inject=4):
+    table = eng.new_batch(p, addr, isw, np.zeros(len(addr), np.int64), per_channel=True)
+    state = eng.new_state(p)
+    ctl = eng.new_ctl(0, max_inject, False, distinct=distinct)
+    eng.run_requests(p, state, table, eng.new_pim_batch(p), eng.new_npu_tasks(), ctl, eng.new_log(1),
+                     np.zeros_like(state.stats))
+    return table, state
+
+
+def test_requests_of_distinct_addresses_run_the_same_without_the_pending_address_tables():
+    """new_ctl(distinct=True) keeps no pending-read / pending-write tables: 600 reads and
+    writes of addresses of their own over 4 banks and 3 rows of 2 channels of hbm2, 4 offered
+    a cycle (queues fill, requests are refused), run the same as with the tables, every
+    output and the whole state after. With a shared address the flag is wrong and so are the
+    results (a second read of a pending address is not merged into the first)."""
+    p = lower_memory(load_hw("hbm2-8gb-x128").memory)
+    rng = np.random.default_rng(7)
+    lines = rng.permutation(2 * 4 * 3 * 32)[:600]  # distinct (channel, bank, row, column)
+    ch, rest = lines % 2, lines // 2
+    ba, rest = rest % 4, rest // 4
+    row, co = rest % 3, rest // 3
+    addr = (ch << p.ch_shift) | (ba << p.ba_shift) | (row << p.ro_shift) | (co << p.co_shift)
+    assert co.max() == p.co_mask and np.unique(addr).size == 600
+    isw = rng.random(600) < 0.3
+    with_tables, s1 = _run_table(p, addr, isw, False)
+    without, s2 = _run_table(p, addr, isw, True)
+    assert np.array_equal(with_tables.req, without.req)
+    # the whole state, but the values left in the tables' empty slots
+    assert all(np.array_equal(getattr(s1, f), getattr(s2, f)) for f in s1._fields if f not in ("rvals", "wvals"))
+    assert (s1.rkeys == -1).all() and (s1.wkeys == -1).all()
+    assert (with_tables.req[:, eng.RQ_DONE] > 0).all()
+    dup = addr.copy()
+    dup[1] = dup[0]
+    isw[:2] = False
+    a, _ = _run_table(p, dup, isw, False)
+    b, _ = _run_table(p, dup, isw, True)
+    assert not np.array_equal(a.req, b.req)
+
+
+def test_a_lowered_phase_knows_when_its_addresses_are_distinct():
+    """LoweredPhase.distinct_after: the d512 phase's requests have addresses of their own,
+    moved any number of layers; moved onto the span of the addresses it keeps (activations
+    and KV, above the weights) they might meet; a phase with a request twice never is."""
+    sim = IterationSimulator(load_hw("neupims", ["system.sub_batch_threshold=4"]), d512())
+    for e in BATCH:
+        sim.ensure_kv(e)
+    groups = sim._groups(BATCH)
+    steps = (("post", 0, 1), ("pre", 1, 1), ("mha", 0, 2))
+    lp = LoweredPhase(sim._build(steps, groups), sim.params, sim.rows.first_row)
+    stride = sim._layer_stride()
+    assert lp.distinct_after(0) and lp.distinct_after(3 * stride)
+    a = lp.lw.batch.req[:, eng.RQ_ADDR]
+    weights = ((a >> sim.params.ro_shift) & sim.params.ro_mask) < sim.rows.first_row
+    assert weights.any() and (~weights).any()
+    onto = int(a[~weights].min() - a[weights].min())  # the lowest weight onto the lowest kept
+    assert not lp.distinct_after(onto)
+    ph = sim._build(steps, groups)
+    addr, isw, grp, aft = ph.request_arrays()
+    ph._req = [(np.append(addr, addr[:1]), np.append(isw, isw[:1]), np.append(grp, grp[:1]),
+                np.append(aft, aft[:1]))]
+    assert not LoweredPhase(ph, sim.params, sim.rows.first_row).distinct_after(0)

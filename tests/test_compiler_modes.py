@@ -186,7 +186,7 @@ def test_the_state_signature_knows_the_engine_states_layout():
     assert eng.DramState._fields == ("glob", "bank", "tnext", "floor", "rank", "chan", "queue", "tq", "rkeys", "rvals",
                                      "wkeys", "wvals", "stats", "lat_hist", "rule_plan"), \
         "the engine state changed: update IterationSimulator.state_signature"
-    assert (eng.BK_COLS, eng.RK_COLS, eng.CH_REFQ, eng.QU_ITEMS) == (8, 9, 17, 5), \
+    assert (eng.BK_COLS, eng.RK_COLS, eng.CH_REFQ, eng.QU_ITEMS) == (8, 9, 19, 4), \
         "the engine state's columns changed: update IterationSimulator.state_signature"
 
 

@@ -285,7 +285,7 @@ def test_first_scan_starts_at_queue_1():
 def test_rank_gated_queues_on_a_stream(name):
     """Reads streaming over every bank of a rank, a few hits per row, 4 offered a cycle:
     each read raises its rank's floor for the next one, so the queues waiting for a read
-    hit are passed over by their gate (QU_GATE, the rank's read floor still ahead) rather
+    hit are passed over by their gate (CH_GATE_RD, the rank's read floor still ahead) rather
     than searched; the commands and cycles stay the reference's, and the gate did fire."""
     mem = MEMS[name]
     g = mem.geometry

@@ -263,7 +263,8 @@ class IterationSimulator:
             "faw": rel(faw, -tfaw),
             "rank_since": np.where(rank[:, eng.RK_OPEN] > 0, rel(rank[:, eng.RK_SINCE], -eng.INF), 0),
             "chan": ch_[:, [eng.CH_DRAINING, eng.CH_QIDX, eng.CH_REFQ_LEN, eng.CH_IN_REF, eng.CH_REF_RANK,
-                            eng.CH_REF_NEXT_RANK, eng.CH_QMASK, eng.CH_QDIRTY, eng.CH_STUCK]],
+                            eng.CH_REF_NEXT_RANK, eng.CH_QMASK, eng.CH_QDIRTY, eng.CH_STUCK, eng.CH_GATE_RD,
+                            eng.CH_GATE_WR]],
             "pim_mode": pim_mode,
             "pim_since": np.where(pim_mode != 0, rel(ch_[:, eng.CH_PIM_SINCE], -eng.INF), 0),
             "next_ref": rel(ch_[:, eng.CH_NEXT_REF], -eng.INF),
@@ -271,7 +272,6 @@ class IterationSimulator:
             "min_lb": rel(ch_[:, eng.CH_MINLB], 0),
             "refq": refq,
             "queue_lb": rel(st.queue[:, :, eng.QU_LB], 0),
-            "queue_gate": st.queue[:, :, eng.QU_GATE],
         }
         if parts_out is not None:
             parts_out.update(parts)

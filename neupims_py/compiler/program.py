@@ -249,10 +249,10 @@ class _Lowered:
     writes: int
 
 
-def _execute(lw: _Lowered, batch, c, t, p, state, max_inject, move=(0, 0)) -> PhaseResult:
+def _execute(lw: _Lowered, batch, c, t, p, state, max_inject, move=(0, 0), distinct=False) -> PhaseResult:
     """Run a lowered phase on the engine state, with `batch` (its request table), PIM
-    columns `c`, tasks `t` and the move of addresses `move` (bytes, below which row: the
-    engine's ``new_ctl``)."""
+    columns `c`, tasks `t` and the move of addresses `move` (bytes, below which row) and
+    `distinct` (no two requests share an address): the engine's ``new_ctl``."""
     nres = lw.n_res
     start = int(state.glob[eng.G_CLK])
     tasks = eng.new_npu_tasks(t[0], t[1], t[2], n_resources=nres)
@@ -262,7 +262,7 @@ def _execute(lw: _Lowered, batch, c, t, p, state, max_inject, move=(0, 0)) -> Ph
                                presorted=True)
     else:
         pb = eng.new_pim_batch(p)
-    ctl = eng.new_ctl(start, max_inject, False, *move)
+    ctl = eng.new_ctl(start, max_inject, False, *move, distinct=distinct)
     log = eng.new_log(1)
     before = state.stats.copy()
     snap = np.zeros_like(state.stats)
@@ -388,6 +388,12 @@ class LoweredPhase:
         self.delta: int | None = 0
         self._tasks = np.empty_like(self.lw.tasks)
         self._pim = np.empty_like(self.lw.pim_cols) if self.lw.pim_cols is not None else None
+        # whether its requests have addresses of their own, and the spans of the addresses
+        # a run moves and of those it keeps (`distinct_after`)
+        a = self.lw.batch.req[:, eng.RQ_ADDR]
+        self._distinct = bool(np.unique(a).size == a.size)
+        moved = ((a >> p.ro_shift) & p.ro_mask) < first_row
+        self._spans = tuple((int(x.min()), int(x.max())) if x.size else None for x in (a[moved], a[~moved]))
 
     def batch(self, p: eng.DramParams, weight_delta: int = 0) -> tuple[eng.DramBatch, int]:
         """The table for a run with the weights `weight_delta` bytes from the layer lowered,
@@ -410,9 +416,23 @@ class LoweredPhase:
             np.copyto(self._pim, lw.pim_cols)
         batch, move = self.batch(p, weight_delta)
         self.delta = None  # (until the run has moved every request)
-        r = _execute(lw, batch, self._pim, self._tasks, p, state, max_inject, move=(move, self.first_row))
+        r = _execute(lw, batch, self._pim, self._tasks, p, state, max_inject, move=(move, self.first_row),
+                     distinct=self.distinct_after(weight_delta))
         self.delta = weight_delta
         return r
+
+    def distinct_after(self, weight_delta: int) -> bool:
+        """Whether the requests have addresses of their own with the weights moved by
+        `weight_delta` bytes from the layer lowered: those of the table as lowered are
+        distinct, and the span of the moved ones, moved, does not meet the span of the
+        others (a shift keeps the moved ones apart from each other)."""
+        if not self._distinct:
+            return False
+        m, k = self._spans
+        if m is None or k is None:
+            return True
+        lo, hi = m[0] + weight_delta, m[1] + weight_delta
+        return lo >= 0 and (hi < k[0] or lo > k[1])
 
 
 def shift_renames(p: eng.DramParams, addr: np.ndarray, first_row: int, delta: int) -> bool:

@@ -99,8 +99,10 @@ C_STEPS = 12  # cycles the event loop visited
 C_TICKS = 13  # channel ticks (a channel visited at a cycle)
 C_NPU_PROGRESS = 14  # set when NPU tasks got their start/end cycles during a cycle
 C_SEARCHES = 15  # queue searches of the scans (diagnostic)
-C_GATED = 16  # queues the scans passed over by their gate (diagnostic)
-NUM_CTL = 17
+C_GATED = 16  # ranks' gated queues the scans passed over at once (diagnostic)
+C_DISTINCT = 17  # 1: the caller vouches that no two requests of the call share an address
+# (and none is pending from before: every call drains): no pending-address tables
+NUM_CTL = 18
 
 
 class DramParams(NamedTuple):
@@ -185,18 +187,21 @@ RK_COLS = RK_FAW + 4
     CH_MINLB,  # at most the ready bound of every clean, non-empty queue outside a refresh
     CH_STUCK,  # bit 0 (reads) / 1 (writes): no transaction of that queue can move until a
     # command queue shrinks or a transaction arrives (every one's command queue is full)
+    CH_GATE_RD,  # bit q: per-bank queue q is gated on its rank's floor for RD (RDA with a
+    CH_GATE_WR,  # closed page) / WR (WRA): its last search found that only that command
+    # can serve it; until a change at the queue or its bank resets its bound (which clears
+    # the bit), it cannot issue while that floor is ahead (``_held``)
     CH_REFQ,  # then the refresh FIFO of ranks
-) = range(18)
+) = range(20)
 MASK_QUEUES = 62  # channels with at most this many command queues keep the bitmasks
 MASK_CHANNELS = 62  # memories with at most this many channels tick them from a bitmask
 
-QU_LEN, QU_LB, QU_HEAD, QU_HITS, QU_GATE, QU_ITEMS = 0, 1, 2, 3, 4, 5  # queue[ch, q, :]:
-# length, ready bound, head offset, hits (per-bank queues: the items on their bank's open
-# row, reads in the low HIT_BITS bits, writes above, kept as items come and go and rows open
-# and close), the gate (per-bank queues: RD or WR when the search that set the bound found
-# that only that command can serve the queue, until a change resets the bound; else -1:
-# ``_gated``), then room for twice the queue's capacity of items (a window that slides on as the
+QU_LEN, QU_LB, QU_HEAD, QU_HITS, QU_ITEMS = 0, 1, 2, 3, 4  # queue[ch, q, :]: length,
+# ready bound, head offset, hits (per-bank queues: the items on their bank's open row, reads
+# in the low HIT_BITS bits, writes above, kept as items come and go and rows open and
+# close), then room for twice the queue's capacity of items (a window that slides on as the
 # front is served, compacted when it reaches the end: taking the first item moves nothing).
+# (A queue's gate is a bit of CH_GATE_RD / CH_GATE_WR.)
 # Item k of a command queue is the pair queue[ch, q, QU_ITEMS + 2 (head + k)] = request id
 # | column << RID_BITS and the next word = its key: (global bank << KEY_BANK_SHIFT) |
 # (row << 1) | is_write, so the FR-FCFS search reads one short contiguous row instead of a
@@ -344,6 +349,9 @@ class NpuTasks(NamedTuple):
 # DRAMsim3 trace replay: a request that cannot enter blocks the ones behind it); with one
 # stream per channel (an NPU's DMA engines) only that channel's requests wait.
 IJ_NEXT, IJ_END, IJ_BLOCKED, IJ_AT = 0, 1, 2, 3
+# IJ_BLOCKED: 0 no, 1 waiting for an NPU task's end to be known, IJ_FULL + 2 ch + w: the
+# next request found channel ch's read transaction queue (w = 0) / write buffer (1) full
+IJ_FULL = 2
 
 
 class DramBatch(NamedTuple):
@@ -410,7 +418,6 @@ def new_state(p: DramParams) -> DramState:
     bank[:, BK_FBG] = np.arange(nb) // p.banks_per_group
     bank[:, BK_FRK] = n_groups + np.arange(nb) // (p.bankgroups * p.banks_per_group)
     queue = np.zeros((nch, nq, QU_ITEMS + 4 * p.cmd_queue_size), np.int64)
-    queue[:, :, QU_GATE] = -1
     chan = np.zeros((nch, CH_REFQ + 4 * nr), np.int64)
     chan[:, CH_QIDX] = 0  # DRAMsim3: queue_idx_ starts at 0 and is advanced before use
     chan[:, CH_NEXT_REF] = first_ref
@@ -673,13 +680,22 @@ def new_log(capacity: int) -> CmdLog:
     return CmdLog(*(np.zeros(capacity, np.int64) for _ in CmdLog._fields))
 
 
-def new_ctl(start: int, max_inject: int, log_on: bool, move_delta: int = 0, move_below_row: int = 0) -> np.ndarray:
+def new_ctl(start: int, max_inject: int, log_on: bool, move_delta: int = 0, move_below_row: int = 0,
+            distinct: bool = False) -> np.ndarray:
     """Run control of one call. move_delta, move_below_row: each request whose address lies
     in a row below `move_below_row` enters `move_delta` bytes further (a request table
     lowered for one layer's weights run for another layer's); the table keeps the moved
     address, and a request's outputs (added, issued, done, next duplicate) are set anew when
-    it is accepted, so one table can be run again without a copy."""
+    it is accepted, so one table can be run again without a copy.
+
+    distinct: every request of the call has an address of its own (after the move). Then
+    no read can join a pending one or be served from the write buffer, no write can merge
+    into a pending one or wait for a read of its address, so the controller keeps no
+    pending-address tables (their look-ups, on tables of every request the command queues
+    can hold, missed the cache at each request). Only a caller that knows it may say so:
+    with shared addresses the results would be wrong."""
     ctl = np.zeros(NUM_CTL, np.int64)
+    ctl[C_DISTINCT] = 1 if distinct else 0
     ctl[C_MOVE_DELTA] = move_delta
     ctl[C_MOVE_BELOW_ROW] = move_below_row
     ctl[C_MAX_INJECT] = max_inject
@@ -862,7 +878,8 @@ def _reset_all_bounds(s, ch):
     nq = s.queue.shape[1]
     for qq in range(nq):
         s.queue[ch, qq, QU_LB] = 0
-        s.queue[ch, qq, QU_GATE] = -1
+    s.chan[ch, CH_GATE_RD] = 0
+    s.chan[ch, CH_GATE_WR] = 0
     if nq <= MASK_QUEUES:
         s.chan[ch, CH_QDIRTY] = (1 << nq) - 1
 
@@ -898,7 +915,8 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
         done = clk + p.read_delay
         # the queued request is the first of its address (later reads of it were chained
         # behind it by _try_add): the whole chain returns
-        ht_del(s.rkeys, s.rvals, b.req[rid, RQ_ADDR])
+        if ctl[C_DISTINCT] == 0:
+            ht_del(s.rkeys, s.rvals, b.req[rid, RQ_ADDR])
         r = rid
         while r >= 0:
             b.req[r, RQ_ISSUED] = clk
@@ -914,7 +932,8 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
             st[ch, S_WRITE_ROW_HITS] += 1
         st[ch, S_DATA_BUS_CYCLES] += p.burst_cycles
         st[ch, S_WRITES_ISSUED] += 1
-        ht_del(s.wkeys, s.wvals, b.req[rid, RQ_ADDR])
+        if ctl[C_DISTINCT] == 0:
+            ht_del(s.wkeys, s.wvals, b.req[rid, RQ_ADDR])
         b.req[rid, RQ_ISSUED] = clk
         ctl[C_PENDING_WRITES] -= 1
         ctl[C_LAST_WRITE_ISSUE] = clk
@@ -964,8 +983,8 @@ def _issue(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
     else:
         qb = gb - ch * banks_in_channel if p.per_bank_queues else rank
         s.queue[ch, qb, QU_LB] = 0
-        s.queue[ch, qb, QU_GATE] = -1
         if s.queue.shape[1] <= MASK_QUEUES:
+            _ungate(s.chan, ch, qb)
             s.chan[ch, CH_QDIRTY] |= 1 << qb
         if p.per_bank_queues:
             # the bank's queue's hits on its open row (q == qb for a column command)
@@ -1032,7 +1051,7 @@ def _issue_call(p, s, b, nt, ctl, log, ch, cmd, gb, row, col, rid, q, k, clk):
 
 
 @kernel(inline="always")
-def _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_in_queue(bank, tnext, floor, rank, chan, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """DRAMsim3 GetFirstReadyInQueue: (command, position) or (-1, -1).
 
     When nothing is ready it records in q_lb a cycle before which no command of the queue
@@ -1046,7 +1065,7 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
     n = queue[ch, q, QU_LEN]
     base = QU_ITEMS + 2 * queue[ch, q, QU_HEAD]
     if per_bank:
-        return _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw,
+        return _first_ready_one_bank(bank, tnext, floor, rank, chan, queue, ch, q, clk, close_page, ranks, tfaw,
                                      row_hit_cap, n, base)
     lb = INF
     for k in range(n):
@@ -1097,7 +1116,6 @@ def _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
                 continue
         return need, k
     queue[ch, q, QU_LB] = lb
-    queue[ch, q, QU_GATE] = -1
     return -1, -1
 
 
@@ -1125,7 +1143,7 @@ def _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb):
 
 
 @kernel(inline="always")
-def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
+def _first_ready_one_bank(bank, tnext, floor, rank, chan, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, n, base):
     """_first_ready_in_queue for a per-bank queue: every item goes to one bank, so an item
     needs ACT (bank closed), PRE (a miss) or RD/WR (a hit), with one earliest cycle each.
     A miss behind the first item is always held (ArbitratePrecharge: an earlier command to
@@ -1142,14 +1160,16 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
         bt = _act_ready_at(bank, tnext, floor, rank, ch, ranks, tfaw, gb)
         if clk < bt:
             queue[ch, q, QU_LB] = bt
-            queue[ch, q, QU_GATE] = -1
+            if queue.shape[1] <= MASK_QUEUES:
+                _ungate(chan, ch, q)
             return -1, -1
         prow = bank[gb, BK_PIM_ROW]
         for k in range(n):
             if (queue[ch, q, base + 2 * k + 1] >> 1) & KEY_ROW_MASK != prow:
                 return ACT, k
         queue[ch, q, QU_LB] = INF  # rows open in the PIM buffer: wait for PIM_PRECHARGE
-        queue[ch, q, QU_GATE] = -1
+        if queue.shape[1] <= MASK_QUEUES:
+            _ungate(chan, ch, q)
         return -1, -1
     rd = RDA if close_page else RD
     wr = WRA if close_page else WR
@@ -1184,36 +1204,61 @@ def _first_ready_one_bank(bank, tnext, floor, rank, queue, ch, q, clk, close_pag
     queue[ch, q, QU_LB] = lb
     # the gate: with no precharge to make and hits of one kind only, the queue can use that
     # column command alone, and it cannot issue while its rank's floor for it is ahead
-    gate = -1
-    if t_pre == INF:
-        if t_wr == INF:
-            gate = rd
-        elif t_rd == INF and not wr_ok:
-            gate = wr
-    queue[ch, q, QU_GATE] = gate
+    if queue.shape[1] <= MASK_QUEUES:
+        _ungate(chan, ch, q)
+        if t_pre == INF:
+            if t_wr == INF:
+                chan[ch, CH_GATE_RD] |= 1 << q
+            elif t_rd == INF and not wr_ok:
+                chan[ch, CH_GATE_WR] |= 1 << q
     return -1, -1
 
 
 @kernel(inline="always")
-def _gated(bank, floor, queue, ch, q, clk):
-    """A cycle after clk before which per-bank queue q, whose ready bound has come, cannot
-    issue, or 0 when it must be searched: with a gate (QU_GATE), its rank's floor for the
-    gate's command when that is ahead. The gate was set by the search that set the bound
-    and any change at the queue or its bank since (an item joining that can make a command
-    ready, an issue at the bank, a refresh, PIM rows closing) reset both; a bank's rank
-    floor only rises, while other banks issue, so a search now would find nothing: the
-    floor is a lower bound of what it would find."""
-    g = queue[ch, q, QU_GATE]
-    if g < 0:
-        return 0
-    f = floor[g, bank[ch * queue.shape[1] + q, BK_FRK]]
-    return f if f > clk else 0
+def _ungate(chan, ch, q):
+    """Queue q has no gate (its bound was reset, or its search set none)."""
+    chan[ch, CH_GATE_RD] &= ~(1 << q)
+    chan[ch, CH_GATE_WR] &= ~(1 << q)
+
+
+@kernel(inline="always")
+def _held(floor, chan, ch, cand, clk, ranks, per_rank_q, rd, wr):
+    """The gated queues among `cand` that cannot issue at clk, and the least cycle at which
+    one of them may (INF: none): per rank, those gated on its floor for RD (`rd`) or WR
+    (`wr`) while that floor is ahead. A gate was set by the search that set its queue's
+    bound, and any change at the queue or its bank since (an item joining that can make a
+    command ready, an issue at the bank, a refresh, PIM rows closing) cleared it; a rank's
+    floor only rises, while other banks issue, so a search would find nothing before it. One
+    floor per rank and command stands for all its gated queues (a rank's banks take turns on
+    its data bus: each column command raises the floor the others wait on)."""
+    held = 0
+    least = INF
+    g_rd = chan[ch, CH_GATE_RD] & cand
+    g_wr = chan[ch, CH_GATE_WR] & cand
+    if (g_rd | g_wr) != 0:
+        col = floor.shape[1] - chan.shape[0] * ranks + ch * ranks  # the channel's first rank
+        ones = (1 << per_rank_q) - 1
+        for r in range(ranks):
+            mine = ones << (r * per_rank_q)
+            if g_rd & mine:
+                f = floor[rd, col + r]
+                if f > clk:
+                    held |= g_rd & mine
+                    if f < least:
+                        least = f
+            if g_wr & mine:
+                f = floor[wr, col + r]
+                if f > clk:
+                    held |= g_wr & mine
+                    if f < least:
+                        least = f
+    return held, least
 
 
 @kernel
-def _first_ready_call(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
+def _first_ready_call(bank, tnext, floor, rank, chan, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank):
     """_first_ready_in_queue as a call, for the rare channels with over MASK_QUEUES queues."""
-    return _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+    return _first_ready_in_queue(bank, tnext, floor, rank, chan, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
 
 
 @kernel(inline="always")
@@ -1246,7 +1291,7 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ctl, ch, clk, close_page
                 continue
             if in_ref != 0 and q // per_rank_q == ref_rank:
                 continue
-            need, k = _first_ready_call(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            need, k = _first_ready_call(bank, tnext, floor, rank, chan, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
             if need >= 0:
                 chan[ch, CH_QIDX] = q
                 return need, q, k
@@ -1255,14 +1300,24 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ctl, ch, clk, close_page
     if in_ref != 0:
         live &= ~(((1 << per_rank_q) - 1) << (ref_rank * per_rank_q))
     full = clk >= chan[ch, CH_MINLB]
-    cand = live if full else live & chan[ch, CH_QDIRTY]
+    least = INF
+    if full:
+        cand = live
+        if per_bank:
+            # (a queue with a gate has been searched since its bound's reset: never dirty)
+            held, least = _held(floor, chan, ch, cand, clk, ranks, per_rank_q, RDA if close_page else RD,
+                                WRA if close_page else WR)
+            if held != 0:
+                ctl[C_GATED] += 1
+                cand &= ~held
+    else:
+        cand = live & chan[ch, CH_QDIRTY]
     start = q + 1
     if start == nq:
         start = 0
     # round robin from `start`: the candidates at or above it, then those below it
     upper = cand & ~((1 << start) - 1)
     lower = cand & ((1 << start) - 1)
-    least = INF
     for part in range(2):
         m = upper if part == 0 else lower
         while m != 0:
@@ -1273,30 +1328,25 @@ def _scan_queues(bank, tnext, floor, rank, chan, queue, ctl, ch, clk, close_page
                 if lbq < least:
                     least = lbq
                 continue
-            f = _gated(bank, floor, queue, ch, q, clk) if per_bank else 0
-            if f > 0:
-                ctl[C_GATED] += 1
-                queue[ch, q, QU_LB] = f  # a search would find nothing (the gate stands)
-            else:
-                ctl[C_SEARCHES] += 1
-                need, k = _first_ready_in_queue(bank, tnext, floor, rank, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
-                if need >= 0:
-                    chan[ch, CH_QIDX] = q
-                    if full:
-                        # the queues not reached keep their bounds: with those, the least bound
-                        # of every live queue but q (the issue resets q's bound and marks it, as
-                        # _tick_channel does when it does not issue it), so the next tick need
-                        # not look at every queue again
-                        rest = m | (lower if part == 0 else 0)
-                        while rest != 0:
-                            q2 = ctz(rest)
-                            rest &= rest - 1
-                            if queue[ch, q2, QU_LB] < least:
-                                least = queue[ch, q2, QU_LB]
-                        chan[ch, CH_MINLB] = least
-                    elif least < chan[ch, CH_MINLB]:
-                        chan[ch, CH_MINLB] = least  # the queues cleaned on the way
-                    return need, q, k
+            ctl[C_SEARCHES] += 1
+            need, k = _first_ready_in_queue(bank, tnext, floor, rank, chan, queue, ch, q, clk, close_page, ranks, tfaw, row_hit_cap, per_bank)
+            if need >= 0:
+                chan[ch, CH_QIDX] = q
+                if full:
+                    # the queues not reached keep their bounds: with those (and the held
+                    # queues' floors), the least bound of every live queue but q (the issue
+                    # resets q's bound and marks it, as _tick_channel does when it does not
+                    # issue it), so the next tick need not look at every queue again
+                    rest = m | (lower if part == 0 else 0)
+                    while rest != 0:
+                        q2 = ctz(rest)
+                        rest &= rest - 1
+                        if queue[ch, q2, QU_LB] < least:
+                            least = queue[ch, q2, QU_LB]
+                    chan[ch, CH_MINLB] = least
+                elif least < chan[ch, CH_MINLB]:
+                    chan[ch, CH_MINLB] = least  # the queues cleaned on the way
+                return need, q, k
             chan[ch, CH_QDIRTY] &= ~(1 << q)
             lbq = queue[ch, q, QU_LB]
             if lbq < least:
@@ -1378,7 +1428,7 @@ def _bound_stands(p, s, ch, q, n, key):
 
 
 @kernel(inline="always")
-def _move_one(p, s, b, ch, writes):
+def _move_one(p, s, b, ch, writes, distinct):
     """Move the first transaction of the read queue (writes=0) or write buffer (writes=1)
     whose command queue has room. A write with a pending read of its address stops there."""
     if s.chan[ch, CH_STUCK] & (1 << writes):
@@ -1393,7 +1443,7 @@ def _move_one(p, s, b, ch, writes):
             continue
         w = s.tq[ch, writes, base + 2 * i]
         if writes:
-            if ht_get(s.rkeys, s.rvals, b.req[w & RID_MASK, RQ_ADDR]) >= 0:
+            if distinct == 0 and ht_get(s.rkeys, s.rvals, b.req[w & RID_MASK, RQ_ADDR]) >= 0:
                 return MOVED_STOPPED
             s.chan[ch, CH_DRAINING] -= 1
         _window_take(s.tq[ch, writes], TQ_HEAD, TQ_ITEMS, i, n)
@@ -1419,8 +1469,8 @@ def _move_one(p, s, b, ch, writes):
         s.chan[ch, CH_CQ_TOTAL] += 1
         if not stands:
             s.queue[ch, q, QU_LB] = 0
-            s.queue[ch, q, QU_GATE] = -1
             if s.queue.shape[1] <= MASK_QUEUES:
+                _ungate(s.chan, ch, q)
                 s.chan[ch, CH_QMASK] |= 1 << q
                 s.chan[ch, CH_QDIRTY] |= 1 << q
         return MOVED_ONE
@@ -1446,13 +1496,13 @@ def _schedule_transaction(p, s, b, ctl, ch):
         ):
             s.chan[ch, CH_DRAINING] = wl
     if s.chan[ch, CH_DRAINING] > 0:
-        moved = _move_one(p, s, b, ch, 1)
+        moved = _move_one(p, s, b, ch, 1, ctl[C_DISTINCT])
         if moved != MOVED_STOPPED:
             return moved == MOVED_ONE
         s.chan[ch, CH_DRAINING] = 0  # the pending read goes first
-        _move_one(p, s, b, ch, 0)
+        _move_one(p, s, b, ch, 0, ctl[C_DISTINCT])
         return True
-    return _move_one(p, s, b, ch, 0) == MOVED_ONE
+    return _move_one(p, s, b, ch, 0, ctl[C_DISTINCT]) == MOVED_ONE
 
 
 @kernel(inline="always")
@@ -1729,8 +1779,8 @@ def _tick_channel(p, s, b, pb, nt, ctl, log, ch, clk):
                 if cmd >= 0:
                     # found, not issued: its queue must be searched again (see _scan_queues)
                     s.queue[ch, q, QU_LB] = 0
-                    s.queue[ch, q, QU_GATE] = -1
                     if s.queue.shape[1] <= MASK_QUEUES:
+                        _ungate(s.chan, ch, q)
                         s.chan[ch, CH_QDIRTY] |= 1 << q
                 break
             rid, gb, row, col = _queue_item(s, ch, q, k)
@@ -1787,6 +1837,13 @@ def _next_wake(p, s, b, pb, ch, c, changed):
         t = s.chan[ch, CH_NEXT_REF]
         live = s.chan[ch, CH_QMASK]
         dirty = live & s.chan[ch, CH_QDIRTY]
+        if p.per_bank_queues:
+            # gated queues that cannot issue at nxt wait for their rank's floor
+            held, f = _held(s.floor, s.chan, ch, live, nxt, p.ranks, p.bankgroups * p.banks_per_group,
+                            RDA if p.close_page else RD, WRA if p.close_page else WR)
+            live &= ~held
+            if f < t:
+                t = f
     else:
         t = s.chan[ch, CH_NEXT_REF]
         if pb.pc[ch] < pb.end[ch] and c < pb.lb[ch] < t:
@@ -1810,6 +1867,13 @@ def _next_wake(p, s, b, pb, ch, c, changed):
                     t = bt
             return t
         m = s.chan[ch, CH_QMASK]
+        if p.per_bank_queues:
+            # gated queues wait for their rank's floor too (a queue held at the scan kept its
+            # older bound)
+            held, f = _held(s.floor, s.chan, ch, m, c, p.ranks, p.bankgroups * p.banks_per_group,
+                            RDA if p.close_page else RD, WRA if p.close_page else WR)
+            if f < t:
+                t = f
         while m != 0:
             q = ctz(m)
             m &= m - 1
@@ -1848,14 +1912,10 @@ def _next_wake(p, s, b, pb, ch, c, changed):
             refresh -= 1
             if at < nxt:
                 at = nxt
-        f = _gated(s.bank, s.floor, s.queue, ch, q, at) if p.per_bank_queues else 0
-        if f > 0:
-            s.queue[ch, q, QU_LB] = f  # a search at `at` would find nothing
-        else:
-            need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.queue, ch, q, at, p.close_page,
-                                            p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
-            if need >= 0:
-                return at
+        need, k = _first_ready_in_queue(s.bank, s.tnext, s.floor, s.rank, s.chan, s.queue, ch, q, at, p.close_page,
+                                        p.ranks, p.tFAW, p.row_hit_cap, p.per_bank_queues)
+        if need >= 0:
+            return at
         if s.chan[ch, CH_QDIRTY] & (1 << q):
             s.chan[ch, CH_QDIRTY] &= ~(1 << q)
             if s.queue[ch, q, QU_LB] < s.chan[ch, CH_MINLB]:
@@ -1915,8 +1975,10 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
             return False
         a = _accept(p, b, ctl, rid, at)
         # (C_PENDING_WRITES counts the pending-write table's entries: a run ends with none)
-        if ctl[C_PENDING_WRITES] == 0 or ht_get(s.wkeys, s.wvals, a) < 0:
-            ht_put(s.wkeys, s.wvals, a, rid)
+        distinct = ctl[C_DISTINCT] != 0
+        if distinct or ctl[C_PENDING_WRITES] == 0 or ht_get(s.wkeys, s.wvals, a) < 0:
+            if not distinct:
+                ht_put(s.wkeys, s.wvals, a, rid)
             key = _key(p, a, ch, 1)
             _tq_append(s, ch, 1, s.chan[ch, CH_WB_LEN], rid | (_col(p, a) << RID_BITS), key)
             s.chan[ch, CH_WB_LEN] += 1
@@ -1933,7 +1995,8 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
     if s.chan[ch, CH_RQ_LEN] >= p.trans_queue_size:
         return False
     a = _accept(p, b, ctl, rid, at)
-    if ctl[C_PENDING_WRITES] > 0 and ht_get(s.wkeys, s.wvals, a) >= 0:
+    distinct = ctl[C_DISTINCT] != 0
+    if not distinct and ctl[C_PENDING_WRITES] > 0 and ht_get(s.wkeys, s.wvals, a) >= 0:
         # served from the write buffer
         s.stats[ch, S_READS_FORWARDED] += 1
         _read_returned(s, b, ch, rid, at + 1)
@@ -1942,12 +2005,13 @@ def _try_add(p, s, b, nt, ctl, rid, ch, at):
             ctl[C_END] = at + 1
         return True
     ctl[C_OUTSTANDING_READS] += 1
-    head = ht_get(s.rkeys, s.rvals, a)
+    head = -1 if distinct else ht_get(s.rkeys, s.rvals, a)
     if head >= 0:
         b.req[rid, RQ_DUP] = b.req[head, RQ_DUP]
         b.req[head, RQ_DUP] = rid
     else:
-        ht_put(s.rkeys, s.rvals, a, rid)
+        if not distinct:
+            ht_put(s.rkeys, s.rvals, a, rid)
         key = _key(p, a, ch, 0)
         _tq_append(s, ch, 0, s.chan[ch, CH_RQ_LEN], rid | (_col(p, a) << RID_BITS), key)
         s.chan[ch, CH_RQ_LEN] += 1
@@ -1962,6 +2026,16 @@ def _offer(p, s, b, nt, ctl, c):
     C_MAX_INJECT requests in order; returns how many requests are still to offer."""
     left = 0
     for k in range(b.inj.shape[0]):
+        bl = b.inj[k, IJ_BLOCKED]
+        if bl >= IJ_FULL:
+            # its next request came and could go but for a full queue: while that is full,
+            # it is refused again (no need to look at the request)
+            full_ch = (bl - IJ_FULL) >> 1
+            if (s.chan[full_ch, CH_WB_LEN] >= p.write_buffer_size if bl & 1 else
+                    s.chan[full_ch, CH_RQ_LEN] >= p.trans_queue_size):
+                b.inj[k, IJ_AT] = c + 1
+                left += b.inj[k, IJ_END] - b.inj[k, IJ_NEXT]
+                continue
         offered = 0
         b.inj[k, IJ_BLOCKED] = 0
         at = c + 1
@@ -1980,7 +2054,7 @@ def _offer(p, s, b, nt, ctl, c):
                     break
             ch = (b.req[rid, RQ_ADDR] >> p.ch_shift) & p.ch_mask
             if not _try_add(p, s, b, nt, ctl, rid, ch, c + 1):
-                b.inj[k, IJ_BLOCKED] = 1
+                b.inj[k, IJ_BLOCKED] = IJ_FULL + 2 * ch + (1 if b.write[rid] else 0)
                 break
             # the controller sees it at c + 1; only a transaction that can move there
             # changes anything (else the channel's next event stands)
